@@ -1,0 +1,9 @@
+// libevent core, pthreads support and evhttp. <sys/types.h> must come first (DESIGN §6).
+#include <sys/types.h>
+#include <sys/time.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <event2/http.h>
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>

@@ -1,0 +1,272 @@
+import CLibevent
+import Foundation
+import Logging
+import Runtime
+
+public let concordVersion = "0.1.0"
+
+/// What a subsystem (locks, queue, cache) plugs into the node.
+public protocol NodeService: AnyObject {
+    /// Adds its routes.
+    func register(_ router: Router)
+    /// Starts timers and subscriptions (Redis is connected, scripts are loaded).
+    func start()
+    /// Graceful stop: finish or fail in-flight work, hand over what must be handed over, then call `done`.
+    func shutdown(_ done: @escaping () -> Void)
+}
+
+/// Raft facts for /status and /raft/state; the lock service provides the real ones.
+public struct RaftSummary: Sendable {
+    public var role = "follower"
+    public var term: UInt64 = 0
+    public var leader: String?
+    public var votedFor: String?
+    public var commitIndex: UInt64 = 0
+    public var lastApplied: UInt64 = 0
+    public var lastLogIndex: UInt64 = 0
+    public var lastLogTerm: UInt64 = 0
+    public var snapshotIndex: UInt64 = 0
+    public init() {}
+}
+
+private let signalTrampoline: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { signal, _, arg in
+    guard let arg else { return }
+    Unmanaged<ConcordNode>.fromOpaque(arg).takeUnretainedValue().receivedSignal(signal)
+}
+
+/// One Concord node: one libevent loop owning the HTTP server, two hiredis connections
+/// (commands; subscriptions), the bus, membership and every service.
+public final class ConcordNode {
+    public let config: NodeConfig
+    public let loop = EventLoop()
+    public let logger: Logger
+    public let metrics = NodeMetrics()
+    public let redis: RedisConnection
+    public let subscriber: RedisConnection
+    public private(set) var bus: Bus!
+    public private(set) var scripts: LuaScripts!
+    public private(set) var membership: Membership!
+    public private(set) var http: HTTPServer!
+    public let router = Router()
+    public var services: [NodeService] = []
+    public var raftSummary: () -> RaftSummary = { RaftSummary() }
+    private let startedMono = EventLoop.monoMs()
+    private var exitCode: Int32 = 0
+    private var signalEvents: [OpaquePointer] = []
+    private var stopping = false
+    private var timers: [LoopTimer] = []
+
+    public init(config: NodeConfig, logger: Logger) {
+        self.config = config
+        var logger = logger
+        logger[metadataKey: "node"] = "\(config.id)"
+        self.logger = logger
+        redis = RedisConnection(loop: loop, url: config.redis, name: "commands", subscriber: false, logger: logger)
+        subscriber = RedisConnection(loop: loop, url: config.redis, name: "subscriber", subscriber: true, logger: logger)
+    }
+
+    /// Runs until SIGTERM/SIGINT; returns the process exit status (0 clean stop, 1 failure).
+    public func run() -> Int32 {
+        guard let luaDirectory = LuaScripts.locateDirectory() else {
+            logger.critical("cannot find the lua/ scripts directory (set CONCORD_LUA_DIR)")
+            return 1
+        }
+        do {
+            scripts = try LuaScripts(redis: redis, directory: luaDirectory, logger: logger)
+        } catch {
+            logger.critical("cannot read Lua scripts: \(error)")
+            return 1
+        }
+        bus = Bus(loop: loop, nodeID: config.id, cluster: config.cluster, commands: redis, subscriber: subscriber, logger: logger)
+        membership = Membership(config: config, loop: loop, bus: bus, scripts: scripts, metrics: metrics, logger: logger)
+        http = HTTPServer(loop: loop, logger: logger)
+        http.requestDeadlineMs = config.requestDeadlineMs
+        wireMetrics()
+        installSignals()
+        redis.start()
+        subscriber.start()
+        waitForRedis(deadline: EventLoop.monoMs() + Int64(config.redisStartupTimeoutMs))
+        loop.run()
+        teardown()
+        return exitCode
+    }
+
+    /// Bounded wait for Redis at start; exit 1 with the reason when it never answers.
+    private func waitForRedis(deadline: Int64) {
+        if redis.isReady && subscriber.isReady {
+            startServing()
+            return
+        }
+        if EventLoop.monoMs() > deadline {
+            let reason = "redis unreachable at \(config.redis) after \(config.redisStartupTimeoutMs) ms: \(redis.lastError)"
+            logger.critical("\(reason)")
+            FileHandle.standardError.write(Data("concord: \(reason)\n".utf8))
+            exitCode = 1
+            loop.stop()
+            return
+        }
+        loop.after(ms: 50) { [weak self] in self?.waitForRedis(deadline: deadline) }
+    }
+
+    private func startServing() {
+        scripts.loadAll { [weak self] error in
+            guard let self else { return }
+            if let error {
+                self.fail("cannot load Lua scripts into redis: \(error)")
+                return
+            }
+            self.registerSystemRoutes()
+            for service in self.services { service.register(self.router) }
+            self.http.handler = { [router = self.router] request in router.handle(request) }
+            do {
+                try self.http.bind(host: self.config.listenHost, port: self.config.listenPort)
+            } catch {
+                self.fail("\(error)")
+                return
+            }
+            self.membership.start()
+            for service in self.services { service.start() }
+            self.timers.append(self.loop.every(ms: 1000) { [weak self] in self?.membership.recordMetrics() })
+            self.logger.info("node serving", metadata: ["listen": "\(self.config.listenHost):\(self.config.listenPort)", "redis": "\(self.config.redis)", "cluster": "\(self.config.cluster)"])
+        }
+    }
+
+    private func fail(_ reason: String) {
+        logger.critical("\(reason)")
+        FileHandle.standardError.write(Data("concord: \(reason)\n".utf8))
+        exitCode = 1
+        loop.stop()
+    }
+
+    // MARK: signals and graceful stop
+
+    private func installSignals() {
+        signal(SIGPIPE, SIG_IGN)
+        for sig in [SIGTERM, SIGINT] {
+            if let ev = event_new(loop.base, sig, Int16(EV_SIGNAL | EV_PERSIST), signalTrampoline, Unmanaged.passUnretained(self).toOpaque()) {
+                event_add(ev, nil)
+                signalEvents.append(ev)
+            }
+        }
+    }
+
+    fileprivate func receivedSignal(_ sig: Int32) {
+        if stopping {
+            logger.warning("second signal: stopping now")
+            loop.stop()
+            return
+        }
+        stopping = true
+        logger.info("stopping", metadata: ["signal": "\(sig)"])
+        http?.stopAccepting()
+        // Hard bound: exit within 5 s whatever a service does.
+        loop.after(ms: 4500) { [weak self] in
+            self?.logger.warning("graceful stop took too long; exiting")
+            self?.loop.stop()
+        }
+        shutdownServices(services[...]) { [weak self] in
+            guard let self else { return }
+            self.membership?.stop()
+            self.bus?.failAllPending()
+            // Let the last replies and publishes drain.
+            self.loop.after(ms: 50) { [weak self] in self?.loop.stop() }
+        }
+    }
+
+    private func shutdownServices(_ remaining: ArraySlice<NodeService>, _ done: @escaping () -> Void) {
+        guard let first = remaining.first else { done(); return }
+        first.shutdown { [weak self] in self?.shutdownServices(remaining.dropFirst(), done) }
+    }
+
+    private func teardown() {
+        for t in timers { t.cancel() }
+        for ev in signalEvents { event_free(ev) }
+        signalEvents.removeAll()
+        http?.close()
+        redis.close()
+        subscriber.close()
+    }
+
+    // MARK: metrics
+
+    private func wireMetrics() {
+        http.onFinish = { [metrics] request in
+            let labels = [("route", request.route), ("method", request.methodText), ("status", String(request.status))]
+            metrics.increment("concord_http_requests_total", labels)
+            metrics.recordMicros("concord_http_request_duration_seconds", [("route", request.route), ("status", String(request.status))], EventLoop.monoMicros() - request.startMicros)
+        }
+        for conn in [redis, subscriber] {
+            conn.onStateChange = { [metrics, logger, weak conn] ready in
+                guard let conn else { return }
+                metrics.set("concord_redis_connected", [("connection", conn.name)], ready ? 1 : 0)
+                if ready && conn.reconnects > 0 {
+                    metrics.increment("concord_redis_reconnects_total", [("connection", conn.name)])
+                    logger.info("redis reconnected", metadata: ["conn": "\(conn.name)"])
+                }
+            }
+        }
+        subscriber.silenceLimitMs = { [weak self] in
+            guard let self, self.redis.isReady else { return nil }
+            return 3000
+        }
+        bus.onReceive = { [metrics] type in metrics.increment("concord_bus_messages_received_total", [("type", type.label)]) }
+        bus.onDrop = { [metrics] reason in metrics.increment("concord_bus_frames_dropped_total", [("reason", reason)]) }
+    }
+
+    // MARK: system routes (CONTRACT §2.4)
+
+    public var redisConnected: Bool { redis.isReady && subscriber.isReady }
+
+    private func registerSystemRoutes() {
+        router.add(.GET, "/health") { [weak self] request, _ in
+            guard let self else { return }
+            if self.redisConnected {
+                request.respond(200, .object([("status", .string("ok")), ("node", .string(self.config.id))]))
+            } else {
+                let reason = "redis unreachable: " + (self.redis.isReady ? self.subscriber.lastError : self.redis.lastError)
+                request.respond(503, .object([("status", .string("degraded")), ("node", .string(self.config.id)), ("reason", .string(reason))]), headers: [("Retry-After", "1")])
+            }
+        }
+        router.add(.GET, "/status") { [weak self] request, _ in
+            guard let self else { return }
+            request.respond(200, self.statusJSON())
+        }
+        router.add(.GET, "/raft/state") { [weak self] request, _ in
+            guard let self else { return }
+            let r = self.raftSummary()
+            request.respond(200, .object([
+                ("node", .string(self.config.id)), ("role", .string(r.role)), ("term", .int(r.term)),
+                ("voted_for", r.votedFor.map { .string($0) } ?? .null), ("leader", r.leader.map { .string($0) } ?? .null),
+                ("commit_index", .int(r.commitIndex)), ("last_applied", .int(r.lastApplied)),
+                ("last_log_index", .int(r.lastLogIndex)), ("last_log_term", .int(r.lastLogTerm)), ("snapshot_index", .int(r.snapshotIndex)),
+            ]))
+        }
+        router.add(.GET, "/metrics") { [weak self] request, _ in
+            guard let self else { return }
+            let r = self.raftSummary()
+            self.metrics.set("concord_uptime_seconds", [], Double(EventLoop.monoMs() - self.startedMono) / 1000)
+            self.metrics.set("concord_raft_term", [], Double(r.term))
+            self.metrics.set("concord_raft_commit_index", [], Double(r.commitIndex))
+            for role in ["leader", "follower", "candidate"] { self.metrics.set("concord_raft_role", [("role", role)], r.role == role ? 1 : 0) }
+            for (type, count) in self.bus.sentByType { self.metrics.set("concord_bus_messages_sent", [("type", type.label)], Double(count)) }
+            request.respond(200, bytes: self.metrics.exposition(), contentType: "text/plain; version=0.0.4; charset=utf-8", headers: [])
+        }
+    }
+
+    public func statusJSON() -> JSONValue {
+        let r = raftSummary()
+        let members: [JSONValue] = membership.members().map { m in
+            .object([
+                ("id", .string(m.id)), ("alive", .bool(m.alive)), ("phi", .double(m.phi.isFinite ? (m.phi * 1000).rounded() / 1000 : 1e9)),
+                ("last_heartbeat_ms", m.lastHeartbeatUnixMs.map { .int($0) } ?? .null), ("advertise", m.advertise.map { .string($0) } ?? .null),
+            ])
+        }
+        return .object([
+            ("node", .string(config.id)), ("cluster", .string(config.cluster)), ("version", .string(concordVersion)),
+            ("role", .string(r.role)), ("term", .int(r.term)), ("leader", r.leader.map { .string($0) } ?? .null),
+            ("members", .array(members)),
+            ("redis", .object([("connected", .bool(redisConnected))])),
+            ("uptime_s", .int((EventLoop.monoMs() - startedMono) / 1000)),
+        ])
+    }
+}

@@ -1,0 +1,328 @@
+import CLibevent
+import Foundation
+import Logging
+
+// MARK: - HTTP server (evhttp)
+//
+// evhttp parses requests on the loop; `HTTPServer` turns each into an `HTTPRequest` that is
+// answered exactly once, before its deadline: a handler that has not answered by then gets
+// a 503 `unavailable` sent for it.
+
+public enum HTTPMethod: String, Sendable {
+    case GET, POST, HEAD, PUT, DELETE, OPTIONS, TRACE, CONNECT, PATCH, UNKNOWN
+}
+
+public struct HTTPError: Error, Sendable {
+    public let status: Int
+    public let code: String
+    public let message: String
+    public var extra: [(String, JSONValue)] = []
+    public var retryAfterSeconds: Int?
+
+    public init(_ status: Int, _ code: String, _ message: String, extra: [(String, JSONValue)] = [], retryAfterSeconds: Int? = nil) {
+        self.status = status; self.code = code; self.message = message; self.extra = extra
+        self.retryAfterSeconds = retryAfterSeconds ?? (status == 503 ? 1 : nil)
+    }
+
+    public static func badRequest(_ message: String) -> HTTPError { HTTPError(400, "bad_request", message) }
+    public static func notFound(_ message: String = "not found") -> HTTPError { HTTPError(404, "not_found", message) }
+    public static func unavailable(_ message: String) -> HTTPError { HTTPError(503, "unavailable", message) }
+
+    public var body: JSONValue {
+        .object([("error", .string(code)), ("message", .string(message))] + extra)
+    }
+}
+
+private let requestTrampoline: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { req, arg in
+    guard let req, let arg else { return }
+    let server = Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue()
+    server.accept(req)
+}
+
+public final class HTTPServer {
+    public static let maxBodyBytes = 1 << 20
+    /// evhttp itself refuses bodies above this (with its own 413 page); between maxBodyBytes
+    /// and this, the handler answers the contract's JSON 413.
+    static let hardBodyLimitBytes = 4 << 20
+
+    private let loop: EventLoop
+    private var http: OpaquePointer?
+    public var requestDeadlineMs: Int = 10_000
+    public var handler: ((HTTPRequest) -> Void)?
+    public private(set) var inFlight = 0
+    public private(set) var accepting = true
+    let logger: Logger
+
+    public init(loop: EventLoop, logger: Logger) {
+        self.loop = loop
+        self.logger = logger
+        http = evhttp_new(loop.base)
+        guard let http else { fatalError("evhttp_new failed") }
+        evhttp_set_max_body_size(http, HTTPServer.hardBodyLimitBytes)
+        evhttp_set_max_headers_size(http, 64 * 1024)
+        evhttp_set_timeout(http, 60) // idle / slow clients (also a truncated body)
+        let all = UInt16(EVHTTP_REQ_GET.rawValue | EVHTTP_REQ_POST.rawValue | EVHTTP_REQ_HEAD.rawValue | EVHTTP_REQ_PUT.rawValue
+            | EVHTTP_REQ_DELETE.rawValue | EVHTTP_REQ_OPTIONS.rawValue | EVHTTP_REQ_TRACE.rawValue | EVHTTP_REQ_CONNECT.rawValue | EVHTTP_REQ_PATCH.rawValue)
+        evhttp_set_allowed_methods(http, all)
+        evhttp_set_gencb(http, requestTrampoline, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// Binds the listening socket. Throws with a reason on failure.
+    public func bind(host: String, port: Int) throws {
+        guard let http else { throw RuntimeError("server closed") }
+        if evhttp_bind_socket_with_handle(http, host, UInt16(port)) == nil {
+            throw RuntimeError("cannot listen on \(host):\(port): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Stops accepting new requests: every later request is answered 503 at once.
+    public func stopAccepting() { accepting = false }
+
+    /// Frees evhttp (closes listeners and connections). Call on the loop before the base is freed.
+    public func close() {
+        if let http { evhttp_free(http) }
+        http = nil
+    }
+
+    fileprivate func accept(_ raw: OpaquePointer) {
+        let request = HTTPRequest(raw: raw, server: self)
+        inFlight += 1
+        if !accepting {
+            request.fail(HTTPError.unavailable("node is shutting down"))
+            return
+        }
+        request.deadlineTimer = loop.after(ms: requestDeadlineMs) { [weak request] in
+            request?.fail(HTTPError(503, "unavailable", "request deadline passed", retryAfterSeconds: 1))
+        }
+        if request.bodyTooLarge {
+            request.fail(HTTPError(413, "too_large", "body over \(HTTPServer.maxBodyBytes) bytes"))
+            return
+        }
+        handler?(request)
+    }
+
+    fileprivate func finished(_ request: HTTPRequest) {
+        inFlight -= 1
+        onFinish?(request)
+    }
+
+    /// Observes every answered request (metrics, logs).
+    public var onFinish: ((HTTPRequest) -> Void)?
+}
+
+public struct RuntimeError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One HTTP request. Answer it exactly once with `respond` or `fail`; later answers are ignored.
+public final class HTTPRequest {
+    private var raw: OpaquePointer?
+    private weak var server: HTTPServer?
+    public let method: HTTPMethod
+    public let methodText: String
+    /// Percent-decoded path segments are produced by the router; this is the raw path.
+    public let path: String
+    public let query: [String: String]
+    public let body: [UInt8]
+    public let bodyTooLarge: Bool
+    public let startMicros: Int64
+    public var route: String = "unmatched"
+    public private(set) var status = 0
+    fileprivate var deadlineTimer: LoopTimer?
+    public private(set) var isDone = false
+    /// Runs if the request is answered by its deadline rather than its handler.
+    public var onAbandon: (() -> Void)?
+
+    fileprivate init(raw: OpaquePointer, server: HTTPServer) {
+        self.raw = raw
+        self.server = server
+        self.startMicros = EventLoop.monoMicros()
+        let cmd = evhttp_request_get_command(raw)
+        switch cmd {
+        case EVHTTP_REQ_GET: method = .GET
+        case EVHTTP_REQ_POST: method = .POST
+        case EVHTTP_REQ_HEAD: method = .HEAD
+        case EVHTTP_REQ_PUT: method = .PUT
+        case EVHTTP_REQ_DELETE: method = .DELETE
+        case EVHTTP_REQ_OPTIONS: method = .OPTIONS
+        case EVHTTP_REQ_TRACE: method = .TRACE
+        case EVHTTP_REQ_CONNECT: method = .CONNECT
+        case EVHTTP_REQ_PATCH: method = .PATCH
+        default: method = .UNKNOWN
+        }
+        methodText = method.rawValue
+        var path = "/"
+        var query: [String: String] = [:]
+        if let uriPointer = evhttp_request_get_uri(raw) {
+            let uri = String(cString: uriPointer)
+            if let q = uri.firstIndex(of: "?") {
+                path = String(uri[..<q])
+                query = HTTPRequest.parseQuery(String(uri[uri.index(after: q)...]))
+            } else {
+                path = uri
+            }
+        }
+        self.path = path
+        self.query = query
+        var body: [UInt8] = []
+        var tooLarge = false
+        if let buffer = evhttp_request_get_input_buffer(raw) {
+            let length = evbuffer_get_length(buffer)
+            if length > HTTPServer.maxBodyBytes {
+                tooLarge = true
+            } else if length > 0 {
+                body = [UInt8](repeating: 0, count: length)
+                _ = body.withUnsafeMutableBytes { evbuffer_copyout(buffer, $0.baseAddress, length) }
+            }
+        }
+        self.body = body
+        self.bodyTooLarge = tooLarge
+    }
+
+    static func parseQuery(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in text.split(separator: "&", maxSplits: 64, omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[0])
+            let value = parts.count > 1 ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[1])) : ""
+            out[key] = value
+        }
+        return out
+    }
+
+    public func header(_ name: String) -> String? {
+        guard let raw, let headers = evhttp_request_get_input_headers(raw), let v = evhttp_find_header(headers, name) else { return nil }
+        return String(cString: v)
+    }
+
+    /// Parses the body as a JSON object, or throws a 400 naming the problem.
+    public func jsonObject() throws -> JSONValue {
+        guard !body.isEmpty else { throw HTTPError.badRequest("request body must be a JSON object") }
+        let value: JSONValue
+        do { value = try JSONParser.parse(body) } catch let error as JSONParseError {
+            throw HTTPError.badRequest("malformed JSON: \(error.description)")
+        }
+        guard case .object = value else { throw HTTPError.badRequest("request body must be a JSON object") }
+        return value
+    }
+
+    public func respond(_ status: Int, _ json: JSONValue, headers: [(String, String)] = []) {
+        respond(status, bytes: json.bytes, contentType: "application/json", headers: headers)
+    }
+
+    public func respond(_ status: Int, text: String, contentType: String = "text/plain; charset=utf-8") {
+        respond(status, bytes: Array(text.utf8), contentType: contentType, headers: [])
+    }
+
+    public func fail(_ error: HTTPError) {
+        var headers: [(String, String)] = []
+        if let retry = error.retryAfterSeconds { headers.append(("Retry-After", String(retry))) }
+        let wasDone = isDone
+        respond(error.status, error.body, headers: headers)
+        if !wasDone && error.message == "request deadline passed" { onAbandon?() }
+    }
+
+    public func respond(_ status: Int, bytes: [UInt8], contentType: String, headers: [(String, String)]) {
+        guard !isDone, let raw else { return }
+        isDone = true
+        self.status = status
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
+        if let out = evhttp_request_get_output_headers(raw) {
+            evhttp_add_header(out, "Content-Type", contentType)
+            for (k, v) in headers { evhttp_add_header(out, k, v) }
+        }
+        if let buffer = evhttp_request_get_output_buffer(raw), !bytes.isEmpty, method != .HEAD {
+            bytes.withUnsafeBytes { _ = evbuffer_add(buffer, $0.baseAddress, bytes.count) }
+        }
+        evhttp_send_reply(raw, Int32(status), HTTPRequest.reason(status), nil)
+        self.raw = nil
+        server?.finished(self)
+    }
+
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: return "OK"
+        case 400: return "Bad Request"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 409: return "Conflict"
+        case 413: return "Payload Too Large"
+        case 500: return "Internal Server Error"
+        case 503: return "Service Unavailable"
+        default: return "Status"
+        }
+    }
+}
+
+// MARK: - Router
+
+/// Routes by method and path pattern (`/lock/status/{resource}`). Path parameters are
+/// percent-decoded. Unknown path -> 404; known path with another method -> 405.
+public final class Router {
+    public typealias Handler = (HTTPRequest, [String: String]) throws -> Void
+
+    private struct Route {
+        let method: HTTPMethod
+        let pattern: String
+        let segments: [String]
+        let handler: Handler
+    }
+
+    private var routes: [Route] = []
+
+    public init() {}
+
+    public func add(_ method: HTTPMethod, _ pattern: String, _ handler: @escaping Handler) {
+        let segments = pattern.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        routes.append(Route(method: method, pattern: pattern, segments: segments, handler: handler))
+    }
+
+    public func handle(_ request: HTTPRequest) {
+        let rawSegments = request.path.split(separator: "/", omittingEmptySubsequences: true)
+        var pathMatched = false
+        for route in routes {
+            guard let params = match(route.segments, rawSegments) else { continue }
+            pathMatched = true
+            guard route.method == request.method || (route.method == .GET && request.method == .HEAD) else { continue }
+            request.route = route.pattern
+            do {
+                if let bad = params.first(where: { $0.value == Router.invalidMarker }) {
+                    throw HTTPError.badRequest("path parameter '\(bad.key)' is not valid percent-encoding")
+                }
+                try route.handler(request, params)
+            } catch let error as HTTPError {
+                request.fail(error)
+            } catch {
+                request.fail(HTTPError(500, "internal", "\(error)"))
+            }
+            return
+        }
+        if pathMatched {
+            request.route = "method_not_allowed"
+            request.fail(HTTPError(405, "method_not_allowed", "\(request.methodText) is not allowed on \(request.path)"))
+        } else {
+            request.route = "not_found"
+            request.fail(HTTPError.notFound("no such path: \(request.path)"))
+        }
+    }
+
+    static let invalidMarker = "\u{0}invalid"
+
+    private func match(_ pattern: [String], _ path: [Substring]) -> [String: String]? {
+        guard pattern.count == path.count else { return nil }
+        var params: [String: String] = [:]
+        for (p, s) in zip(pattern, path) {
+            if p.hasPrefix("{") && p.hasSuffix("}") {
+                let name = String(p.dropFirst().dropLast())
+                params[name] = String(s).removingPercentEncoding ?? Router.invalidMarker
+            } else if p != s {
+                return nil
+            }
+        }
+        return params
+    }
+}

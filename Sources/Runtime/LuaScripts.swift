@@ -1,0 +1,99 @@
+import Foundation
+import Logging
+
+// MARK: - Lua scripts
+//
+// Every `lua/*.lua` file is loaded at start (SCRIPT LOAD) and run by EVALSHA. A NOSCRIPT error
+// (Redis restarted without persistence of its script cache, or SCRIPT FLUSH) loads the script
+// again and retries once, transparently to the caller.
+
+public final class LuaScripts {
+    public struct Script { public let name: String; public let source: String }
+
+    private var scripts: [String: Script] = [:]
+    /// SHA1 of each script as Redis reported it from SCRIPT LOAD.
+    private var shas: [String: String] = [:]
+    private let redis: RedisConnection
+    private let logger: Logger
+    public private(set) var reloads = 0
+
+    public init(redis: RedisConnection, directory: URL, logger: Logger) throws {
+        self.redis = redis
+        self.logger = logger
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".lua") }.sorted()
+        guard !files.isEmpty else { throw RuntimeError("no Lua scripts in \(directory.path)") }
+        for file in files {
+            let source = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+            // Script names drop the BullMQ-style key count: "queue_produce-4.lua" -> "queue_produce".
+            var name = String(file.dropLast(4))
+            if let dash = name.lastIndex(of: "-"), Int(name[name.index(after: dash)...]) != nil { name = String(name[..<dash]) }
+            scripts[name] = Script(name: name, source: source)
+        }
+    }
+
+    public var names: [String] { scripts.keys.sorted() }
+
+    /// Finds `lua/`: $CONCORD_LUA_DIR, then upward from the executable and the working
+    /// directory, then /usr/local/share/concord/lua.
+    public static func locateDirectory() -> URL? {
+        let fm = FileManager.default
+        if let env = ProcessInfo.processInfo.environment["CONCORD_LUA_DIR"], !env.isEmpty { return URL(fileURLWithPath: env) }
+        var starts: [URL] = [URL(fileURLWithPath: fm.currentDirectoryPath)]
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        starts.append(exe.deletingLastPathComponent())
+        if let real = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") { starts.append(URL(fileURLWithPath: real).deletingLastPathComponent()) }
+        for start in starts {
+            var dir = start
+            for _ in 0..<6 {
+                let candidate = dir.appendingPathComponent("lua")
+                if fm.fileExists(atPath: candidate.appendingPathComponent("node_register-2.lua").path) { return candidate }
+                dir = dir.deletingLastPathComponent()
+            }
+        }
+        let shared = URL(fileURLWithPath: "/usr/local/share/concord/lua")
+        return fm.fileExists(atPath: shared.path) ? shared : nil
+    }
+
+    /// Loads every script; the callback gets nil or the first error.
+    public func loadAll(_ done: @escaping (String?) -> Void) {
+        var remaining = scripts.count
+        var firstError: String?
+        for script in scripts.values {
+            redis.send(["SCRIPT", "LOAD", script.source]) { [weak self, logger] reply in
+                if let sha = reply.string, !reply.isError {
+                    self?.shas[script.name] = sha
+                } else {
+                    let error = reply.errorMessage ?? "unexpected reply"
+                    firstError = firstError ?? "\(script.name): \(error)"
+                    logger.error("lua load failed", metadata: ["script": "\(script.name)", "error": "\(error)"])
+                }
+                remaining -= 1
+                if remaining == 0 { done(firstError) }
+            }
+        }
+    }
+
+    /// EVALSHA name KEYS... ARGV...; reloads on NOSCRIPT and retries once.
+    public func run(_ name: String, keys: [String], args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
+        guard let script = scripts[name], let sha = shas[name] else { callback(.error("ERR script \(name) not loaded")); return }
+        var command: [[UInt8]] = [Array("EVALSHA".utf8), Array(sha.utf8), Array(String(keys.count).utf8)]
+        command.reserveCapacity(3 + keys.count + args.count)
+        for k in keys { command.append(Array(k.utf8)) }
+        command.append(contentsOf: args)
+        redis.send(command) { [weak self] reply in
+            guard let self, let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { callback(reply); return }
+            self.reloads += 1
+            self.logger.info("lua script missing in redis; reloading", metadata: ["script": "\(name)"])
+            self.redis.send(["SCRIPT", "LOAD", script.source]) { loaded in
+                guard let newSha = loaded.string, !loaded.isError else { callback(loaded); return }
+                self.shas[name] = newSha
+                command[1] = Array(newSha.utf8)
+                self.redis.send(command, callback)
+            }
+        }
+    }
+
+    public func run(_ name: String, keys: [String], args: [String], _ callback: @escaping (RedisReply) -> Void) {
+        run(name, keys: keys, args: args.map { Array($0.utf8) }, callback)
+    }
+}

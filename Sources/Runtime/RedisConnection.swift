@@ -1,0 +1,382 @@
+import CHiredis
+import Foundation
+import Logging
+
+// MARK: - Redis URL
+
+/// `redis://[user:password@]host:port[/db]`
+public struct RedisURL: Equatable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var user: String?
+    public var password: String?
+    public var db: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 6379, user: String? = nil, password: String? = nil, db: Int = 0) {
+        self.host = host; self.port = port; self.user = user; self.password = password; self.db = db
+    }
+
+    public init?(_ text: String) {
+        guard text.hasPrefix("redis://") else { return nil }
+        var rest = Substring(text.dropFirst("redis://".count))
+        var user: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let cred = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = cred.firstIndex(of: ":") {
+                let u = String(cred[..<colon])
+                user = u.isEmpty ? nil : u.removingPercentEncoding ?? u
+                let p = String(cred[cred.index(after: colon)...])
+                password = p.removingPercentEncoding ?? p
+            } else {
+                password = String(cred)
+            }
+        }
+        var db = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let dbText = rest[rest.index(after: slash)...]
+            if !dbText.isEmpty {
+                guard let d = Int(dbText), d >= 0, d < 1_000_000 else { return nil }
+                db = d
+            }
+            rest = rest[..<slash]
+        }
+        var host = String(rest)
+        var port = 6379
+        if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            guard let p = Int(rest[rest.index(after: colon)...]), p > 0, p < 65536 else { return nil }
+            port = p
+        }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port, user: user, password: password, db: db)
+    }
+
+    public var description: String {
+        "redis://\(host):\(port)/\(db)"
+    }
+}
+
+// MARK: - Trampolines
+
+typealias RedisCallbackPointer = @convention(c) (UnsafeMutablePointer<redisAsyncContext>?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void
+typealias RedisConnectPointer = @convention(c) (UnsafePointer<redisAsyncContext>?, Int32) -> Void
+
+final class ReplyBox {
+    let body: (RedisReply) -> Void
+    init(_ body: @escaping (RedisReply) -> Void) { self.body = body }
+}
+
+/// One-shot command callback: privdata is a retained `ReplyBox`, released here, also on a NULL reply.
+private let commandTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let privdata else { return }
+    let box = Unmanaged<ReplyBox>.fromOpaque(privdata).takeRetainedValue()
+    if let reply {
+        box.body(RedisReply.copy(reply.assumingMemoryBound(to: redisReply.self)))
+    } else {
+        box.body(.error("ERR connection lost"))
+    }
+}
+
+/// Subscription callback: hiredis calls it for every message of the channel; privdata is the
+/// unretained connection (kept alive by its owner for as long as the context lives).
+private let subscriptionTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let privdata, let reply else { return }
+    let connection = Unmanaged<RedisConnection>.fromOpaque(privdata).takeUnretainedValue()
+    connection.deliverSubscription(RedisReply.copy(reply.assumingMemoryBound(to: redisReply.self)))
+}
+
+private let connectTrampoline: RedisConnectPointer = { context, status in
+    guard let context, let data = context.pointee.data else { return }
+    let connection = Unmanaged<RedisConnection>.fromOpaque(data).takeUnretainedValue()
+    connection.didConnect(status: status)
+}
+
+private let disconnectTrampoline: RedisConnectPointer = { context, status in
+    guard let context, let data = context.pointee.data else { return }
+    let connection = Unmanaged<RedisConnection>.fromOpaque(data).takeUnretainedValue()
+    connection.didDisconnect(status: status)
+}
+
+// MARK: - Connection
+
+/// An async hiredis connection on the loop, reconnecting with capped exponential backoff.
+///
+/// Two flavours: a command connection (`subscriber == false`) and a subscriber connection that
+/// only runs SUBSCRIBE and re-subscribes every channel after a reconnect. Commands issued while
+/// disconnected fail at once with `ERR redis unavailable`; commands pending when the
+/// connection drops fail with `ERR connection lost`.
+public final class RedisConnection {
+    public enum State: Equatable { case disconnected, connecting, handshaking, ready }
+
+    public let url: RedisURL
+    public let name: String
+    public let subscriber: Bool
+    private let loop: EventLoop
+    private let logger: Logger
+    private var context: UnsafeMutablePointer<redisAsyncContext>?
+    public private(set) var state: State = .disconnected
+    private var backoffMs = 50
+    private static let backoffCapMs = 2000
+    private var reconnectTimer: LoopTimer?
+    private var watchdog: LoopTimer?
+    private var pingOutstandingSinceMs: Int64?
+    private var closing = false
+    private var channels: Set<String> = []
+    /// Called for each pub/sub message: (channel, payload).
+    public var onMessage: ((String, [UInt8]) -> Void)?
+    /// Called whenever the connection becomes ready (after handshake / resubscribe) or is lost.
+    public var onStateChange: ((Bool) -> Void)?
+    public private(set) var reconnects = 0
+    public private(set) var everConnected = false
+    public private(set) var lastError: String = "not connected"
+    /// Subscriber only: when it returns a limit, a connection that heard nothing for that long is dropped.
+    public var silenceLimitMs: (() -> Int64?)?
+    private var lastMessageMs: Int64 = 0
+    private var readySinceMs: Int64 = 0
+
+    public init(loop: EventLoop, url: RedisURL, name: String, subscriber: Bool, logger: Logger) {
+        self.loop = loop
+        self.url = url
+        self.name = name
+        self.subscriber = subscriber
+        self.logger = logger
+    }
+
+    public var isReady: Bool { state == .ready }
+
+    public func start() {
+        closing = false
+        connect()
+        watchdog = loop.every(ms: 1000) { [weak self] in self?.checkLiveness() }
+    }
+
+    /// Frees the context on the loop thread; every pending callback runs with an error first.
+    public func close() {
+        closing = true
+        watchdog?.cancel(); watchdog = nil
+        reconnectTimer?.cancel(); reconnectTimer = nil
+        if let ctx = context {
+            context = nil
+            ctx.pointee.data = nil
+            redisAsyncFree(ctx)
+        }
+        setState(.disconnected)
+    }
+
+    deinit {
+        precondition(context == nil, "RedisConnection \(name) must be closed on the loop before release")
+    }
+
+    private func connect() {
+        guard !closing, context == nil else { return }
+        setState(.connecting)
+        guard let ctx = redisAsyncConnect(url.host, Int32(url.port)) else {
+            lastError = "cannot allocate redis context"
+            scheduleReconnect(); return
+        }
+        if ctx.pointee.err != 0 {
+            lastError = (ctx.pointee.errstr.map { String(cString: $0) } ?? "unknown error")
+            redisAsyncFree(ctx)
+            scheduleReconnect(); return
+        }
+        ctx.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        context = ctx
+        _ = redisLibeventAttach(ctx, loop.base)
+        redisAsyncSetConnectCallback(ctx, connectTrampoline)
+        redisAsyncSetDisconnectCallback(ctx, disconnectTrampoline)
+    }
+
+    fileprivate func didConnect(status: Int32) {
+        if status != REDIS_OK {
+            // hiredis frees the context itself after a failed connect.
+            if let ctx = context { lastError = (ctx.pointee.errstr.map { String(cString: $0) } ?? "unknown error") }
+            context = nil
+            setState(.disconnected)
+            scheduleReconnect()
+            return
+        }
+        setState(.handshaking)
+        handshake()
+    }
+
+    fileprivate func didDisconnect(status: Int32) {
+        // hiredis frees the context after this callback.
+        if let ctx = context, status != REDIS_OK { lastError = (ctx.pointee.errstr.map { String(cString: $0) } ?? "unknown error") }
+        context = nil
+        pingOutstandingSinceMs = nil
+        setState(.disconnected)
+        if !closing {
+            logger.warning("redis connection lost", metadata: ["conn": "\(name)", "error": "\(lastError)"])
+            scheduleReconnect()
+        }
+    }
+
+    private func scheduleReconnect() {
+        guard !closing else { return }
+        reconnectTimer?.cancel()
+        let delay = backoffMs
+        backoffMs = min(backoffMs * 2, Self.backoffCapMs)
+        reconnectTimer = loop.after(ms: delay) { [weak self] in
+            guard let self else { return }
+            self.reconnects += 1
+            self.connect()
+        }
+    }
+
+    /// AUTH and SELECT (commands only), then SUBSCRIBE every channel (subscriber only).
+    private func handshake() {
+        var steps: [[String]] = []
+        if let password = url.password {
+            if let user = url.user { steps.append(["AUTH", user, password]) } else { steps.append(["AUTH", password]) }
+        }
+        if !subscriber && url.db != 0 { steps.append(["SELECT", String(url.db)]) }
+        runHandshake(steps[...])
+    }
+
+    private func runHandshake(_ steps: ArraySlice<[String]>) {
+        guard let step = steps.first else {
+            backoffMs = 50
+            everConnected = true
+            setState(.ready)
+            if subscriber { for channel in channels { sendSubscribe(channel) } }
+            logger.debug("redis connected", metadata: ["conn": "\(name)"])
+            return
+        }
+        rawCommand(step.map { Array($0.utf8) }) { [weak self] reply in
+            guard let self else { return }
+            if case .error(let message) = reply {
+                self.lastError = message
+                self.logger.error("redis handshake failed", metadata: ["conn": "\(self.name)", "error": "\(message)"])
+                self.dropConnection()
+                return
+            }
+            self.runHandshake(steps.dropFirst())
+        }
+    }
+
+    private func setState(_ new: State) {
+        let wasReady = state == .ready
+        state = new
+        let isReady = new == .ready
+        if isReady && !wasReady { readySinceMs = EventLoop.monoMs() }
+        if wasReady != isReady { onStateChange?(isReady) }
+    }
+
+    /// Forces a reconnect: frees the context (pending callbacks fail) and schedules a new one.
+    private func dropConnection() {
+        guard let ctx = context else { return }
+        context = nil
+        ctx.pointee.data = nil
+        redisAsyncFree(ctx)
+        pingOutstandingSinceMs = nil
+        setState(.disconnected)
+        scheduleReconnect()
+    }
+
+    /// A connection whose PING has gone unanswered for 3 s is dropped and reconnected.
+    private func checkLiveness() {
+        guard state == .ready, context != nil else { return }
+        let now = EventLoop.monoMs()
+        if let since = pingOutstandingSinceMs {
+            if now - since > 3000 {
+                lastError = "redis did not answer PING within 3 s"
+                logger.warning("redis unresponsive; reconnecting", metadata: ["conn": "\(name)"])
+                dropConnection()
+            }
+            return
+        }
+        if subscriber {
+            // hiredis 0.14 mishandles PING replies in subscribed mode, so a subscriber is judged
+            // by silence instead: the node hears its own heartbeat on the broadcast channel.
+            if let limit = silenceLimitMs?(), now - max(lastMessageMs, readySinceMs) > limit {
+                lastError = "no pub/sub traffic for \(limit) ms"
+                logger.warning("redis subscription silent; reconnecting", metadata: ["conn": "\(name)"])
+                dropConnection()
+            }
+            return
+        }
+        pingOutstandingSinceMs = now
+        rawCommand([Array("PING".utf8)]) { [weak self] _ in self?.pingOutstandingSinceMs = nil }
+    }
+
+    // MARK: commands
+
+    /// Sends one command (binary safe, via `redisAsyncCommandArgv`). The callback always runs
+    /// exactly once on the loop: with the reply, or with an error reply.
+    public func send(_ args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
+        guard !subscriber else { callback(.error("ERR subscriber connection")); return }
+        guard state == .ready else { callback(.error("ERR redis unavailable: \(lastError)")); return }
+        rawCommand(args, callback)
+    }
+
+    public func send(_ args: [String], _ callback: @escaping (RedisReply) -> Void) {
+        send(args.map { Array($0.utf8) }, callback)
+    }
+
+    private func rawCommand(_ args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
+        guard context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
+        let box = Unmanaged.passRetained(ReplyBox(callback)).toOpaque()
+        if !sendWithCallback(args, callback: commandTrampoline, privdata: box) {
+            Unmanaged<ReplyBox>.fromOpaque(box).release()
+            callback(.error("ERR redis unavailable: command rejected"))
+        }
+    }
+
+    @discardableResult
+    private func sendWithCallback(_ args: [[UInt8]], callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
+        guard let ctx = context else { return false }
+        let count = args.count
+        // hiredis copies the arguments during the call, so temporary buffers suffice.
+        let pointers = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: count)
+        let lengths = UnsafeMutablePointer<Int>.allocate(capacity: count)
+        var buffers: [UnsafeMutablePointer<CChar>] = []
+        buffers.reserveCapacity(count)
+        defer {
+            for b in buffers { b.deallocate() }
+            pointers.deallocate(); lengths.deallocate()
+        }
+        for (i, arg) in args.enumerated() {
+            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(arg.count, 1))
+            arg.withUnsafeBufferPointer { src in
+                if let base = src.baseAddress, arg.count > 0 {
+                    UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: arg.count)
+                }
+            }
+            buffers.append(buffer)
+            pointers[i] = UnsafePointer(buffer)
+            lengths[i] = arg.count
+        }
+        let rc = redisAsyncCommandArgv(ctx, callback, privdata, Int32(count), pointers, lengths)
+        return rc == REDIS_OK
+    }
+
+    // MARK: subscriptions
+
+    /// Subscribes now (if connected) and after every reconnect.
+    public func subscribe(_ channel: String) {
+        precondition(subscriber, "subscribe on a command connection")
+        channels.insert(channel)
+        if state == .ready { sendSubscribe(channel) }
+    }
+
+    private func sendSubscribe(_ channel: String) {
+        sendWithCallback([Array("SUBSCRIBE".utf8), Array(channel.utf8)], callback: subscriptionTrampoline, privdata: Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    fileprivate func deliverSubscription(_ reply: RedisReply) {
+        guard let items = reply.array, let kind = items.first?.string else { return }
+        switch kind {
+        case "message":
+            lastMessageMs = EventLoop.monoMs()
+            guard items.count == 3, let channel = items[1].string, let payload = items[2].bytes else { return }
+            onMessage?(channel, payload)
+        case "pong":
+            pingOutstandingSinceMs = nil
+        default:
+            break
+        }
+    }
+}

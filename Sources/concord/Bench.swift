@@ -1,0 +1,185 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import Runtime
+
+// MARK: - The load generator
+//
+// N client threads, each with its own keep-alive connection, run one operation in a loop until
+// the duration passes; latencies go into an HDR histogram per thread (merged at the end). A
+// progress line is printed each second to stderr. The baseline (Redis, etcd) runs in the same
+// invocation so ratios compare like with like on a noisy machine.
+
+struct BenchResult {
+    var name: String
+    var ops: UInt64
+    var errors: UInt64
+    var seconds: Double
+    var histogram: Histogram<UInt64>   // microseconds
+    var opsPerSecond: Double { seconds > 0 ? Double(ops) / seconds : 0 }
+
+    func percentileMs(_ p: Double) -> Double { Double(histogram.valueAtPercentile(p)) / 1000 }
+
+    var json: JSONValue {
+        .object([
+            ("name", .string(name)), ("ops", .int(Int64(ops))), ("errors", .int(Int64(errors))), ("seconds", .double(round(seconds * 1000) / 1000)),
+            ("ops_per_s", .double(round(opsPerSecond))),
+            ("p50_ms", .double(round(percentileMs(50) * 1000) / 1000)), ("p90_ms", .double(round(percentileMs(90) * 1000) / 1000)),
+            ("p99_ms", .double(round(percentileMs(99) * 1000) / 1000)), ("p999_ms", .double(round(percentileMs(99.9) * 1000) / 1000)),
+        ])
+    }
+
+    var line: String {
+        String(format: "%-28@ %10.0f ops/s  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  (%llu ops, %llu errors)",
+               name as NSString, opsPerSecond, percentileMs(50), percentileMs(90), percentileMs(99), percentileMs(99.9), ops, errors)
+    }
+}
+
+final class Counters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ops: UInt64 = 0
+    private var errors: UInt64 = 0
+    private var firstError: String?
+    func add(ops o: UInt64, errors e: UInt64, error: String?) {
+        lock.lock(); ops += o; errors += e; if firstError == nil { firstError = error }; lock.unlock()
+    }
+    var snapshot: (UInt64, UInt64, String?) { lock.lock(); defer { lock.unlock() }; return (ops, errors, firstError) }
+}
+
+/// Runs `operation` on `concurrency` threads for `seconds`. `setup` builds the per-thread
+/// state (a client and whatever it needs); the operation returns false on an error.
+func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool,
+                    setup: @escaping @Sendable (Int) throws -> State,
+                    operation: @escaping @Sendable (inout State, UInt64) throws -> Bool) -> BenchResult {
+    let counters = Counters()
+    let start = Date()
+    let deadline = start.addingTimeInterval(seconds)
+    let group = DispatchGroup()
+    let histLock = NSLock()
+    nonisolated(unsafe) var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    for worker in 0..<concurrency {
+        group.enter()
+        let thread = Thread {
+            defer { group.leave() }
+            var hist = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+            var state: State
+            do { state = try setup(worker) } catch {
+                counters.add(ops: 0, errors: 1, error: "\(error)"); return
+            }
+            var i: UInt64 = 0
+            var localOps: UInt64 = 0, localErrors: UInt64 = 0
+            var firstError: String?
+            while Date() < deadline {
+                let t0 = EventLoop.monoMicros()
+                do {
+                    if try operation(&state, i) { localOps += 1 } else { localErrors += 1 }
+                } catch {
+                    localErrors += 1
+                    if firstError == nil { firstError = "\(error)" }
+                    usleep(10_000)
+                }
+                _ = hist.record(UInt64(max(1, EventLoop.monoMicros() - t0)))
+                i += 1
+                if i % 64 == 0 { counters.add(ops: localOps, errors: localErrors, error: firstError); localOps = 0; localErrors = 0 }
+            }
+            counters.add(ops: localOps, errors: localErrors, error: firstError)
+            histLock.lock(); merged.add(hist); histLock.unlock()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    if !quiet {
+        var last: UInt64 = 0
+        while group.wait(timeout: .now() + 1) == .timedOut {
+            let (ops, errors, _) = counters.snapshot
+            FileHandle.standardError.write(Data(String(format: "\r[%@] %6.1fs  %8.0f ops/s  %llu ops  %llu errors   ", name, Date().timeIntervalSince(start), Double(ops - last), ops, errors).utf8))
+            last = ops
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+    } else {
+        group.wait()
+    }
+    let (ops, errors, firstError) = counters.snapshot
+    if let firstError, errors > 0 { FileHandle.standardError.write(Data("[\(name)] first error: \(firstError)\n".utf8)) }
+    return BenchResult(name: name, ops: ops, errors: errors, seconds: Date().timeIntervalSince(start), histogram: merged)
+}
+
+/// Runs `redis-benchmark` and returns its requests/s for one test (the Redis baseline).
+func redisBenchmark(port: Int, host: String, test: String, clients: Int, requests: Int) -> Double? {
+    guard let tool = findOnPath("redis-benchmark") else { return nil }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = ["-h", host, "-p", String(port), "-t", test, "-c", String(clients), "-n", String(requests), "-q", "--csv"]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return nil }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    // CSV: "test","rps",...
+    for line in text.split(separator: "\n") {
+        let cols = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        if cols.count >= 2, cols[0].uppercased().hasPrefix(test.uppercased()), let v = Double(cols[1]) { return v }
+    }
+    return nil
+}
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Load generator: ops/s and latency percentiles, with a baseline in the same run.",
+                                                    subcommands: [BenchHTTP.self])
+}
+
+struct BenchOptions: ParsableArguments {
+    @Option(name: .customLong("target"), help: "Node URL(s); clients spread over them.") var targets: [String] = ["http://127.0.0.1:8001"]
+    @Option(help: "Seconds per measurement.") var duration: Double = 10
+    @Option(help: "Concurrent connections.") var concurrency: Int = 32
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func validate() throws {
+        guard duration > 0 && duration <= 3600 else { throw ValidationError("--duration must be in (0, 3600]") }
+        guard (1...1024).contains(concurrency) else { throw ValidationError("--concurrency must be in [1, 1024]") }
+        for t in targets where HTTPClient(url: t) == nil { throw ValidationError("--target must be an http:// URL, got '\(t)'") }
+    }
+
+    func client(_ worker: Int) -> HTTPClient { HTTPClient(url: targets[worker % targets.count])! }
+}
+
+func printResults(_ results: [BenchResult], ratios: [(String, Double)], json: Bool, extra: [(String, JSONValue)] = []) {
+    if json {
+        var members: [(String, JSONValue)] = [("results", .array(results.map(\.json)))]
+        for (k, v) in ratios { members.append((k, .double((v * 1000).rounded() / 1000))) }
+        members += extra
+        print(JSONValue.object(members).serialized())
+    } else {
+        for r in results { print(r.line) }
+        for (k, v) in ratios { print(String(format: "%@: %.3f", k, v)) }
+        for (k, v) in extra { print("\(k): \(v.serialized())") }
+    }
+}
+
+/// `concord bench http`: GET /health at N connections, beside `redis-benchmark -t ping`.
+struct BenchHTTP: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "http", abstract: "GET /health against the node(s), beside redis-benchmark PING.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Redis for the baseline (redis://host:port); default: the one the first node reports.") var redis: String?
+
+    func run() throws {
+        let opts = options
+        let result = runLoad(name: "concord GET /health", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                             setup: { opts.client($0) },
+                             operation: { client, _ in try client.get("/health").status == 200 })
+        var results = [result]
+        var ratios: [(String, Double)] = []
+        if let redisURL = redis.flatMap(RedisURL.init) {
+            let requests = max(10_000, Int(result.opsPerSecond * opts.duration))
+            if let rps = redisBenchmark(port: redisURL.port, host: redisURL.host, test: "ping_mbulk", clients: opts.concurrency, requests: requests) ?? redisBenchmark(port: redisURL.port, host: redisURL.host, test: "ping", clients: opts.concurrency, requests: requests) {
+                var h = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+                _ = h.record(1)
+                results.append(BenchResult(name: "redis-benchmark PING", ops: UInt64(requests), errors: 0, seconds: Double(requests) / rps, histogram: h))
+                ratios.append(("ratio_concord_to_redis", result.opsPerSecond / rps))
+            }
+        }
+        printResults(results, ratios: ratios, json: opts.json)
+    }
+}
