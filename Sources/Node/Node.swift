@@ -127,8 +127,20 @@ public final class ConcordNode {
             self.membership.start()
             for service in self.services { service.start() }
             self.timers.append(self.loop.every(ms: 1000) { [weak self] in self?.membership.recordMetrics() })
+            self.watchParent()
             self.logger.info("node serving", metadata: ["listen": "\(self.config.listenHost):\(self.config.listenPort)", "redis": "\(self.config.redis)", "cluster": "\(self.config.cluster)"])
         }
+    }
+
+    /// `concord dev` sets CONCORD_EXIT_WITH_PARENT: if that process goes away (even SIGKILLed),
+    /// the node stops gracefully instead of living on as an orphan.
+    private func watchParent() {
+        guard let text = ProcessInfo.processInfo.environment["CONCORD_EXIT_WITH_PARENT"], let parent = Int32(text) else { return }
+        timers.append(loop.every(ms: 500) { [weak self] in
+            guard let self, getppid() != parent, !self.stopping else { return }
+            self.logger.warning("parent process \(parent) is gone; stopping")
+            self.receivedSignal(SIGTERM)
+        })
     }
 
     private func fail(_ reason: String) {
@@ -240,6 +252,23 @@ public final class ConcordNode {
                 ("commit_index", .int(r.commitIndex)), ("last_applied", .int(r.lastApplied)),
                 ("last_log_index", .int(r.lastLogIndex)), ("last_log_term", .int(r.lastLogTerm)), ("snapshot_index", .int(r.snapshotIndex)),
             ]))
+        }
+        // Request/response over the bus to one peer: proves the pub/sub path end to end.
+        bus.onRequest(.ping) { envelope, reply in reply(envelope.payload) }
+        router.add(.GET, "/bus/ping/{node}") { [weak self] request, params in
+            guard let self else { return }
+            let peer = try Validate.name(params["node"] ?? "", field: "node")
+            guard Validate.isNodeID(peer) else { throw HTTPError.badRequest("'node' must be a node id") }
+            let started = EventLoop.monoMicros()
+            self.bus.request(to: peer, type: .ping, payload: Array("ping".utf8), timeoutMs: 2000) { result in
+                switch result {
+                case .success:
+                    let rtt = Double(EventLoop.monoMicros() - started) / 1000
+                    request.respond(200, .object([("node", .string(self.config.id)), ("peer", .string(peer)), ("rtt_ms", .double((rtt * 1000).rounded() / 1000))]))
+                case .failure(let error):
+                    request.fail(HTTPError.unavailable("peer \(peer) did not answer over the bus: \(error)"))
+                }
+            }
         }
         router.add(.GET, "/metrics") { [weak self] request, _ in
             guard let self else { return }

@@ -281,30 +281,43 @@ public final class Router {
         routes.append(Route(method: method, pattern: pattern, segments: segments, handler: handler))
     }
 
-    public func handle(_ request: HTTPRequest) {
-        let rawSegments = request.path.split(separator: "/", omittingEmptySubsequences: true)
+    /// What a (method, path) pair resolves to; pure, so routing is unit-tested without sockets.
+    public enum Resolution {
+        case matched(pattern: String, params: [String: String], handler: Handler)
+        case methodNotAllowed
+        case notFound
+    }
+
+    public func resolve(_ method: HTTPMethod, _ path: String) -> Resolution {
+        let rawSegments = path.split(separator: "/", omittingEmptySubsequences: true)
         var pathMatched = false
         for route in routes {
             guard let params = match(route.segments, rawSegments) else { continue }
             pathMatched = true
-            guard route.method == request.method || (route.method == .GET && request.method == .HEAD) else { continue }
-            request.route = route.pattern
+            guard route.method == method || (route.method == .GET && method == .HEAD) else { continue }
+            return .matched(pattern: route.pattern, params: params, handler: route.handler)
+        }
+        return pathMatched ? .methodNotAllowed : .notFound
+    }
+
+    public func handle(_ request: HTTPRequest) {
+        switch resolve(request.method, request.path) {
+        case .matched(let pattern, let params, let handler):
+            request.route = pattern
             do {
                 if let bad = params.first(where: { $0.value == Router.invalidMarker }) {
                     throw HTTPError.badRequest("path parameter '\(bad.key)' is not valid percent-encoding")
                 }
-                try route.handler(request, params)
+                try handler(request, params)
             } catch let error as HTTPError {
                 request.fail(error)
             } catch {
                 request.fail(HTTPError(500, "internal", "\(error)"))
             }
-            return
-        }
-        if pathMatched {
+        case .methodNotAllowed:
             request.route = "method_not_allowed"
             request.fail(HTTPError(405, "method_not_allowed", "\(request.methodText) is not allowed on \(request.path)"))
-        } else {
+        case .notFound:
             request.route = "not_found"
             request.fail(HTTPError.notFound("no such path: \(request.path)"))
         }

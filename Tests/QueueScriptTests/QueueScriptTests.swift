@@ -1,0 +1,603 @@
+// The queue's Lua scripts (lua/queue_*.lua) against a real redis-server.
+import Foundation
+import XCTest
+
+final class QueueScriptTests: XCTestCase {
+    private var server: RedisServer!
+    private var client: RESPClient!
+    private var scripts: Scripts!
+    private var q: Queue!
+
+    private let t0 = 1_700_000_000_000
+
+    override func setUpWithError() throws {
+        server = try RedisServer()
+        client = try server.client()
+        scripts = Scripts()
+        q = Queue(client: client, scripts: scripts, keys: PartitionKeys(topic: "orders", partition: 3), partition: 3)
+    }
+
+    override func tearDown() {
+        client = nil
+        server?.stop()
+        server = nil
+    }
+
+    private func messages(_ range: Range<Int>, key: String = "k", maxAttempts: Int = 5) -> [Message] {
+        range.map { Message(id: "m\($0)", key: key, body: "{\"n\":\($0)}", maxAttempts: maxAttempts) }
+    }
+
+    /// Every key and its DUMP, to prove a call changed nothing.
+    private func snapshot() throws -> [String: RESP] {
+        var result: [String: RESP] = [:]
+        for key in try client.command(["KEYS", "*"]).array ?? [] {
+            let name = key.string!
+            result[name] = try client.command(["DUMP", name])
+        }
+        return result
+    }
+
+    // MARK: - Round trip, batches
+
+    func testProduceConsumeAckRoundTrip() throws {
+        XCTAssertTrue(try q.ensureGroup("g").created)
+        let produced = try q.produce(messages(0..<3), now: t0)
+        XCTAssertEqual(produced.map(\.0), ["new", "new", "new"])
+        XCTAssertEqual(produced.map(\.1), ["1", "2", "3"])
+        XCTAssertEqual(try q.logSeqs(), [1, 2, 3])
+
+        let got = try q.consume("g", now: t0 + 1, max: 10)
+        XCTAssertEqual(got.map(\.id), ["m0", "m1", "m2"])
+        XCTAssertEqual(got.map(\.body), ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"])
+        XCTAssertEqual(got.map(\.key), ["k", "k", "k"])
+        XCTAssertEqual(got.map(\.attempt), [1, 1, 1])
+        XCTAssertEqual(got.map(\.receipt), ["3:1:1", "3:2:1", "3:3:1"])
+        XCTAssertEqual(try q.status("g", now: t0 + 1).inflight, 3)
+
+        let acked = try q.ack("g", got.map(\.receipt) + ["3:9:1", "garbage", "4:1:1"])
+        XCTAssertEqual(acked.acked, 3)
+        XCTAssertEqual(acked.notFound, ["3:9:1", "garbage", "4:1:1"])
+        XCTAssertEqual(try q.ack("g", [got[0].receipt]).notFound, [got[0].receipt], "second ack finds nothing")
+        XCTAssertEqual(try q.consume("g", now: t0 + 2, max: 10), [])
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 10_000_000).requeued, 0)
+
+        let status = try q.status("g", now: t0 + 3)
+        XCTAssertEqual(status, QueueStatus(lastSeq: 3, logLength: 3, delayed: 0, delayedDue: 0, groupKnown: 1,
+                                           cursor: 3, backlog: 0, retryDue: 0, retryWaiting: 0, inflight: 0, dead: 0))
+        // Acked entries leave no per-group state behind.
+        let g = q.keys.group("g")
+        for key in [g.inflight, g.retry, g.attempts, g.data, q.keys.refs] {
+            XCTAssertEqual(try client.command(["EXISTS", key]).int, 0, key)
+        }
+    }
+
+    func testBatchesOfOneThousandBothWays() throws {
+        _ = try q.ensureGroup("g")
+        let batch = messages(0..<1000)
+        let produced = try q.produce(batch, now: t0)
+        XCTAssertEqual(produced.count, 1000)
+        XCTAssertEqual(produced.map(\.1), (1...1000).map(String.init))
+        XCTAssertEqual(try client.command(["XLEN", q.keys.log]).int, 1000)
+
+        let got = try q.consume("g", now: t0, max: 1000)
+        XCTAssertEqual(got.count, 1000)
+        XCTAssertEqual(got.map(\.id), batch.map(\.id))
+        let acked = try q.ack("g", got.map(\.receipt))
+        XCTAssertEqual(acked.acked, 1000)
+        XCTAssertEqual(acked.notFound, [])
+
+        // 1001 messages, 1001 deliveries or 1001 receipts: refused.
+        let before = try snapshot()
+        let tooMany = try q.raw("queue_produce-6.lua", keys: q.produceKeys, args: q.produceArgs(messages(0..<1001), now: t0))
+        XCTAssertTrue(tooMany.errorMessage?.hasPrefix("BADARG n") ?? false, "\(tooMany)")
+        let tooManyConsume = try q.raw("queue_consume-8.lua", keys: q.consumeKeys("g"), args: ["\(t0)", "g", "3", "1001", "1000"])
+        XCTAssertTrue(tooManyConsume.errorMessage?.hasPrefix("BADARG max") ?? false)
+        let tooManyAck = try q.raw("queue_ack-5.lua", keys: q.ackKeys("g"), args: ["g", "3"] + Array(repeating: "3:1:1", count: 1001))
+        XCTAssertTrue(tooManyAck.errorMessage?.hasPrefix("BADARG") ?? false)
+        XCTAssertEqual(try snapshot(), before)
+    }
+
+    // MARK: - Idempotent produce
+
+    func testDedupWithinAndAfterTheWindow() throws {
+        _ = try q.ensureGroup("g")
+        var m = Message(id: "order-1", dedup: true, key: "k", body: "\"first\"")
+        XCTAssertEqual(try q.produce([m], now: t0).first?.0, "new")
+        m.body = "\"second\""
+        // Same id within the window, also twice inside one batch: nothing added, first result back.
+        let again = try q.produce([m, m], now: t0 + Queue.dayMs - 1)
+        XCTAssertEqual(again.map(\.0), ["dup", "dup"])
+        XCTAssertEqual(again.map(\.1), ["1", "1"])
+        XCTAssertEqual(try client.command(["XLEN", q.keys.log]).int, 1)
+
+        // A generated id (dedup=0) never deduplicates.
+        let generated = Message(id: "gen", dedup: false, body: "1")
+        XCTAssertEqual(try q.produce([generated, generated], now: t0).map(\.0), ["new", "new"])
+
+        // A delayed message's first result is its delayed ref.
+        let delayed = Message(id: "later", dedup: true, body: "2", delayMs: 10_000)
+        let first = try q.produce([delayed], now: t0)
+        XCTAssertEqual(first.first?.0, "delayed")
+        XCTAssertEqual(try q.produce([delayed], now: t0 + 1).first.map { [$0.0, $0.1] }, ["dup", first[0].1])
+
+        // After the window (24 h): a new message, and the expired ids are pruned.
+        let after = try q.produce([m], now: t0 + Queue.dayMs)
+        XCTAssertEqual(after.first?.0, "new")
+        XCTAssertEqual(after.first?.1, "4")
+        let got = try q.consume("g", now: t0 + Queue.dayMs, max: 10)
+        XCTAssertEqual(got.map(\.body), ["\"first\"", "1", "1", "\"second\""])
+        XCTAssertEqual(try client.command(["ZSCORE", q.keys.dedupExp, "later"]), .bulk(nil), "expired id pruned")
+        XCTAssertEqual(try client.command(["HEXISTS", q.keys.dedup, "later"]).int, 0)
+        XCTAssertEqual(try client.command(["ZCARD", q.keys.dedupExp]).int, 1, "only the re-produced id remains")
+        // The window restarts from the new result.
+        XCTAssertEqual(try q.produce([m], now: t0 + Queue.dayMs + 5).first.map { [$0.0, $0.1] }, ["dup", "4"])
+    }
+
+    // MARK: - Concurrent consumers
+
+    func testTwoConsumersClaimingAtOnceEachMessageOnce() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<400), now: t0)
+
+        // 1. Pipelined on two connections: both requests are in Redis before either reply is read.
+        let a = try server.client(), b = try server.client()
+        let sha = try XCTUnwrap({ _ = try q.consume("g", now: t0, max: 0); return scripts.sha("queue_consume-8.lua") }())
+        let call = ["EVALSHA", sha, "8"] + q.consumeKeys("g") + ["\(t0)", "g", "3", "5", "30000"]
+        try a.send([call, call])
+        try b.send([call, call])
+        var seen: [Int] = []
+        for c in [a, b, a, b] {
+            seen += (try c.readReply().array ?? []).map { Queue.delivery($0).seq }
+        }
+        XCTAssertEqual(seen.count, 20)
+        XCTAssertEqual(Set(seen).count, 20, "no entry handed out twice")
+
+        // 2. Two threads racing until the partition is drained.
+        final class Collected: @unchecked Sendable {
+            let lock = NSLock()
+            var seqs: [Int] = []
+            var errors: [String] = []
+        }
+        let collected = Collected()
+        let port = server.port
+        let scriptDir = scripts.directory
+        let keys = q.keys
+        let group = DispatchGroup()
+        let now = t0
+        for _ in 0..<2 {
+            DispatchQueue.global().async(group: group) {
+                do {
+                    let conn = try RESPClient(port: port)
+                    let own = Queue(client: conn, scripts: Scripts(directory: scriptDir), keys: keys, partition: 3)
+                    while true {
+                        let got = try own.consume("g", now: now, max: 7)
+                        if got.isEmpty { break }
+                        collected.lock.lock(); collected.seqs += got.map(\.seq); collected.lock.unlock()
+                    }
+                } catch {
+                    collected.lock.lock(); collected.errors.append("\(error)"); collected.lock.unlock()
+                }
+            }
+        }
+        XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(collected.errors, [])
+        let all = seen + collected.seqs
+        XCTAssertEqual(all.count, 400)
+        XCTAssertEqual(Set(all), Set(1...400))
+    }
+
+    // MARK: - Visibility, redelivery and its race with ack
+
+    func testRedeliveryAfterVisibilityWithAttemptTwo() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<1), now: t0)
+        let first = try q.consume("g", now: t0, max: 1, visibilityMs: 1000)
+        XCTAssertEqual(first.map(\.attempt), [1])
+
+        let early = try q.redeliver("g", now: t0 + 999)
+        XCTAssertEqual(early.requeued, 0)
+        XCTAssertEqual(early.nextDeadlineMs, t0 + 1000)
+        XCTAssertEqual(try q.consume("g", now: t0 + 999, max: 1), [], "still in flight")
+
+        let due = try q.redeliver("g", now: t0 + 1000)
+        XCTAssertEqual([due.requeued, due.dead, due.lost, due.nextDeadlineMs], [1, 0, 0, -1])
+        let second = try q.consume("g", now: t0 + 1001, max: 1, visibilityMs: 1000)
+        XCTAssertEqual(second.map(\.attempt), [2])
+        XCTAssertEqual(second.map(\.id), ["m0"])
+        XCTAssertEqual(second.first?.receipt, "3:1:2")
+        XCTAssertEqual(try q.ack("g", [first[0].receipt]).notFound, [first[0].receipt], "stale receipt")
+        XCTAssertEqual(try q.ack("g", [second[0].receipt]).acked, 1)
+    }
+
+    func testAckBeforeRedeliveryWins() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<1), now: t0)
+        let got = try q.consume("g", now: t0, max: 1, visibilityMs: 1000)
+        // Deadline passed but the timer has not run yet: the ack still counts.
+        XCTAssertEqual(try q.ack("g", [got[0].receipt]).acked, 1)
+        let timer = try q.redeliver("g", now: t0 + 5000)
+        XCTAssertEqual([timer.requeued, timer.dead, timer.lost], [0, 0, 0])
+        XCTAssertEqual(try q.consume("g", now: t0 + 5001, max: 10), [])
+    }
+
+    func testRedeliveryBeforeAckMakesTheOldReceiptStale() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<1), now: t0)
+        let got = try q.consume("g", now: t0, max: 1, visibilityMs: 1000)
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 1000).requeued, 1)
+        // Neither ack nor nack accept the receipt of the timed-out delivery.
+        XCTAssertEqual(try q.ack("g", [got[0].receipt]).notFound, [got[0].receipt])
+        XCTAssertEqual(try q.nack("g", got[0].receipt, now: t0 + 1000).0, "not_found")
+        let again = try q.consume("g", now: t0 + 1001, max: 1)
+        XCTAssertEqual(again.map(\.attempt), [2])
+        XCTAssertEqual(try q.ack("g", [got[0].receipt, again[0].receipt]).acked, 1)
+    }
+
+    // MARK: - Dead letters, redrive
+
+    func testMaxAttemptsDeadLettersKeepingBodyAttemptsAndLastDelivery() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce([Message(id: "poison", key: "pk", body: "{\"bad\":true}", maxAttempts: 2)] + messages(1..<2), now: t0)
+        let d1 = try q.consume("g", now: t0, max: 1, visibilityMs: 100)
+        XCTAssertEqual(d1.map(\.id), ["poison"])
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 100).requeued, 1)
+        let d2 = try q.consume("g", now: t0 + 200, max: 1, visibilityMs: 100)
+        XCTAssertEqual(d2.map(\.attempt), [2])
+        let timer = try q.redeliver("g", now: t0 + 300)
+        XCTAssertEqual([timer.requeued, timer.dead], [0, 1])
+
+        let dead = try q.dlq("g")
+        XCTAssertEqual(dead.total, 1)
+        XCTAssertEqual(dead.entries, [DeadEntry(seq: 1, id: "poison", body: "{\"bad\":true}", key: "pk",
+                                                attempts: 2, lastDeliveryMs: t0 + 200, deadMs: t0 + 300)])
+        XCTAssertEqual(try q.status("g", now: t0 + 300).dead, 1)
+        XCTAssertEqual(try q.ack("g", [d2[0].receipt]).acked, 0, "a dead entry cannot be acked")
+        // The group moves on to the next message; the dead one is not delivered again.
+        XCTAssertEqual(try q.consume("g", now: t0 + 400, max: 10).map(\.id), ["m1"])
+
+        // nack of the last allowed attempt also dead-letters.
+        try q.produce([Message(id: "nacked", body: "3", maxAttempts: 1)], now: t0 + 500)
+        let d3 = try q.consume("g", now: t0 + 500, max: 1)
+        XCTAssertEqual(d3.map(\.id), ["nacked"])
+        XCTAssertEqual(try q.nack("g", d3[0].receipt, now: t0 + 600).0, "dead")
+        XCTAssertEqual(try q.dlq("g").entries.map(\.id), ["poison", "nacked"])
+        XCTAssertEqual(try q.dlq("g", limit: 1, offset: 1).entries.map(\.id), ["nacked"])
+    }
+
+    func testRedriveByIdAndAllEvenAfterTrim() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce([Message(id: "a", key: "ka", body: "\"A\"", maxAttempts: 1),
+                       Message(id: "b", body: "\"B\"", maxAttempts: 1),
+                       Message(id: "c", body: "\"C\"", maxAttempts: 1)], now: t0)
+        let got = try q.consume("g", now: t0, max: 3, visibilityMs: 10)
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 10).dead, 3)
+        XCTAssertEqual(try q.dlq("g").total, 3)
+        // Dead entries live on in the group's copy: the log may go.
+        XCTAssertEqual(try q.trim().deleted, 3)
+        XCTAssertEqual(try q.logSeqs(), [])
+
+        let byId = try q.redrive("g", now: t0 + 20, ids: ["b", "nope"])
+        XCTAssertEqual(byId.redriven, 1)
+        XCTAssertEqual(byId.notFound, ["nope"])
+        XCTAssertEqual(byId.remaining, 2)
+        let again = try q.consume("g", now: t0 + 20, max: 10)
+        XCTAssertEqual(again.map(\.id), ["b"])
+        XCTAssertEqual(again.map(\.body), ["\"B\""])
+        XCTAssertEqual(again.map(\.attempt), [1], "attempts reset")
+        XCTAssertNotEqual(again[0].receipt, got[1].receipt)
+        XCTAssertEqual(try q.ack("g", [got[1].receipt]).acked, 0, "the pre-DLQ receipt stays dead")
+        XCTAssertEqual(try q.ack("g", [again[0].receipt]).acked, 1)
+
+        let rest = try q.redrive("g", now: t0 + 30, limit: 1)
+        XCTAssertEqual([rest.redriven, rest.remaining], [1, 1], "bounded by limit")
+        XCTAssertEqual(try q.redrive("g", now: t0 + 30).redriven, 1)
+        let last = try q.consume("g", now: t0 + 30, max: 10, visibilityMs: 10)
+        XCTAssertEqual(last.map(\.id), ["a", "c"])
+        XCTAssertEqual(last.map(\.key), ["ka", ""])
+        // Still max_attempts 1: timing out again dead-letters again.
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 40).dead, 2)
+        XCTAssertEqual(try q.dlq("g").entries.map(\.attempts), [1, 1])
+        XCTAssertEqual(try q.redrive("g", now: t0 + 50, ids: ["a", "c"]).redriven, 2)
+        XCTAssertEqual(try q.dlq("g").total, 0)
+        XCTAssertEqual(try client.command(["HLEN", q.keys.group("g").dlqIds]).int, 0)
+    }
+
+    // MARK: - nack
+
+    func testNackDefaultExponentialBackoffAndExplicitDelay() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce([Message(id: "x", body: "1", maxAttempts: 30)], now: t0)
+        var now = t0
+        var d = try q.consume("g", now: now, max: 1)
+        // attempt 1 -> 1 s, 2 -> 2 s, 3 -> 4 s ... capped at 5 min.
+        var expected: [Int] = []
+        var observed: [Int] = []
+        for attempt in 1...12 {
+            XCTAssertEqual(d.map(\.attempt), [attempt])
+            guard !d.isEmpty else { return }
+            let (status, visibleAt) = try q.nack("g", d[0].receipt, now: now)
+            XCTAssertEqual(status, "requeued")
+            observed.append(visibleAt - now)
+            expected.append(min(1000 << (attempt - 1), 300_000))
+            XCTAssertEqual(try q.consume("g", now: visibleAt - 1, max: 1), [], "not visible before its time")
+            now = visibleAt
+            d = try q.consume("g", now: now, max: 1)
+        }
+        XCTAssertEqual(observed, expected)
+        guard !d.isEmpty else { return XCTFail("nothing delivered") }
+        XCTAssertEqual(try q.nack("g", d[0].receipt, now: now, delayMs: 50).1, now + 50)
+        XCTAssertEqual(try q.nack("g", d[0].receipt, now: now).0, "not_found", "a nacked receipt is dead")
+        XCTAssertEqual(try q.consume("g", now: now + 50, max: 1).map(\.attempt), [14])
+        let status = try q.status("g", now: now + 50)
+        XCTAssertEqual([status.inflight, status.retryDue, status.retryWaiting], [1, 0, 0])
+    }
+
+    // MARK: - Delayed messages
+
+    func testDelayedMessagesArePromotedWhenDue() throws {
+        _ = try q.ensureGroup("g")
+        let produced = try q.produce([Message(id: "later", key: "lk", body: "\"L\"", delayMs: 5000, maxAttempts: 7),
+                                      Message(id: "now", body: "\"N\"")], now: t0)
+        XCTAssertEqual(produced.map(\.0), ["delayed", "new"])
+        XCTAssertEqual(try q.consume("g", now: t0, max: 10).map(\.id), ["now"])
+        var status = try q.status("g", now: t0)
+        XCTAssertEqual([status.delayed, status.delayedDue], [1, 0])
+
+        let early = try q.promote(now: t0 + 4999)
+        XCTAssertEqual([early.promoted, early.nextDueMs], [0, t0 + 5000])
+        let due = try q.promote(now: t0 + 5000)
+        XCTAssertEqual([due.promoted, due.nextDueMs], [1, -1])
+        status = try q.status("g", now: t0 + 5000)
+        XCTAssertEqual([status.delayed, status.lastSeq, status.backlog], [0, 2, 1])
+
+        let got = try q.consume("g", now: t0 + 5000, max: 10)
+        XCTAssertEqual(got.map(\.id), ["later"])
+        XCTAssertEqual(got.map(\.key), ["lk"])
+        XCTAssertEqual(got.map(\.body), ["\"L\""])
+        let entry = try client.command(["XRANGE", q.keys.log, "0-2", "0-2"]).array![0].array![1].array!.map { $0.string! }
+        XCTAssertEqual(entry, ["id", "later", "key", "lk", "body", "\"L\"", "max", "7", "ts", "\(t0)"])
+        XCTAssertEqual(try client.command(["HLEN", q.keys.delayedData]).int, 0)
+    }
+
+    func testPromotionIsBounded() throws {
+        try q.produce((0..<25).map { Message(id: "d\($0)", body: "\($0)", delayMs: 100 + $0) }, now: t0)
+        let first = try q.promote(now: t0 + 1000, limit: 10)
+        XCTAssertEqual(first.promoted, 10)
+        XCTAssertLessThanOrEqual(first.nextDueMs, t0 + 1000, "more are due: call again")
+        XCTAssertEqual(try q.promote(now: t0 + 1000, limit: 10).promoted, 10)
+        XCTAssertEqual(try q.promote(now: t0 + 1000, limit: 10).promoted, 5)
+        // Due order is kept.
+        _ = try q.ensureGroup("g")
+        XCTAssertEqual(try client.command(["XLEN", q.keys.log]).int, 25)
+        let bodies = (try client.command(["XRANGE", q.keys.log, "-", "+"]).array ?? []).map { $0.array![1].array![5].string! }
+        XCTAssertEqual(bodies, (0..<25).map(String.init))
+    }
+
+    // MARK: - Groups and order
+
+    func testTwoGroupsEachGetEveryMessage() throws {
+        _ = try q.ensureGroup("g1")
+        _ = try q.ensureGroup("g2")
+        try q.produce(messages(0..<50), now: t0)
+        var g1: [String] = [], g2: [String] = []
+        while case let got = try q.consume("g1", now: t0, max: 7), !got.isEmpty {
+            g1 += got.map(\.id)
+            XCTAssertEqual(try q.ack("g1", got.map(\.receipt)).acked, got.count)
+        }
+        while case let got = try q.consume("g2", now: t0, max: 13), !got.isEmpty { g2 += got.map(\.id) }
+        XCTAssertEqual(g1, (0..<50).map { "m\($0)" })
+        XCTAssertEqual(g2, g1)
+        // g1 acked everything, g2 nothing: independent state.
+        XCTAssertEqual(try q.status("g1", now: t0).inflight, 0)
+        XCTAssertEqual(try q.status("g2", now: t0).inflight, 50)
+    }
+
+    func testFirstDeliveriesFollowProduceOrderPerPartition() throws {
+        _ = try q.ensureGroup("g")
+        var produced: [String] = []
+        var now = t0
+        var firstDeliveries: [String] = []
+        var lastSeq = 0
+        var rng = SystemRandomNumberGenerator()
+        for batch in 0..<20 {
+            let msgs = (0..<Int.random(in: 1...40, using: &rng)).map {
+                Message(id: "b\(batch)-\($0)", key: "key\($0 % 3)", body: "0")
+            }
+            try q.produce(msgs, now: now)
+            produced += msgs.map(\.id)
+            let got = try q.consume("g", now: now, max: Int.random(in: 1...30, using: &rng), visibilityMs: 50)
+            for d in got where d.attempt == 1 {
+                XCTAssertGreaterThan(d.seq, lastSeq)
+                lastSeq = d.seq
+                firstDeliveries.append(d.id)
+            }
+            // Nack some, let others time out, ack the rest: redeliveries interleave.
+            for (i, d) in got.enumerated() {
+                switch i % 3 {
+                case 0: _ = try q.nack("g", d.receipt, now: now, delayMs: 0)
+                case 1: break
+                default: _ = try q.ack("g", [d.receipt])
+                }
+            }
+            now += 100
+            _ = try q.redeliver("g", now: now)
+        }
+        while case let got = try q.consume("g", now: now, max: 50), !got.isEmpty {
+            for d in got {
+                if d.attempt == 1 { firstDeliveries.append(d.id) }
+                _ = try q.ack("g", [d.receipt])
+            }
+        }
+        XCTAssertEqual(firstDeliveries, produced)
+    }
+
+    func testGroupFirstUseStartsAtTheLogEnd() throws {
+        try q.produce(messages(0..<5), now: t0)
+        // consume is a first use: the five earlier messages are not for this group.
+        XCTAssertEqual(try q.consume("late", now: t0, max: 10), [])
+        try q.produce(messages(5..<8), now: t0)
+        XCTAssertEqual(try q.consume("late", now: t0, max: 10).map(\.id), ["m5", "m6", "m7"])
+
+        // queue_group-2 registers without consuming; idempotent.
+        let created = try q.ensureGroup("reg")
+        XCTAssertEqual(created.created, true)
+        XCTAssertEqual(created.cursor, 8)
+        try q.produce(messages(8..<9), now: t0)
+        let again = try q.ensureGroup("reg")
+        XCTAssertEqual(again.created, false)
+        XCTAssertEqual(again.cursor, 8)
+        XCTAssertEqual(try q.consume("reg", now: t0, max: 10).map(\.id), ["m8"])
+        // consume max 0 only registers.
+        XCTAssertEqual(try q.consume("zero", now: t0, max: 0), [])
+        XCTAssertEqual(try q.status("zero", now: t0).groupKnown, 1)
+        XCTAssertEqual(try q.status("zero", now: t0).cursor, 9)
+        XCTAssertEqual(try q.status("never", now: t0).groupKnown, 0)
+    }
+
+    // MARK: - Trim
+
+    func testTrimKeepsEntriesAnyGroupStillNeeds() throws {
+        _ = try q.ensureGroup("g1")
+        _ = try q.ensureGroup("g2")
+        try q.produce(messages(0..<10), now: t0)
+        let g1 = try q.consume("g1", now: t0, max: 10, visibilityMs: 100)
+        // g1 acks all but seq 3 (in flight), g2 received 1...5 and acked them.
+        XCTAssertEqual(try q.ack("g1", g1.filter { $0.seq != 3 }.map(\.receipt)).acked, 9)
+        let g2 = try q.consume("g2", now: t0, max: 5)
+        XCTAssertEqual(try q.ack("g2", g2.map(\.receipt)).acked, 5)
+
+        let bounded = try q.trim(maxDelete: 1)
+        XCTAssertEqual([bounded.deleted, bounded.keepFromSeq], [1, 3])
+        XCTAssertEqual(try q.trim().deleted, 1)
+        XCTAssertEqual(try q.logSeqs(), Array(3...10))
+
+        // The in-flight entry is still readable: it times out and comes back.
+        XCTAssertEqual(try q.redeliver("g1", now: t0 + 100).requeued, 1)
+        XCTAssertEqual(try q.trim().deleted, 0, "an entry waiting in retry holds the log")
+        let again = try q.consume("g1", now: t0 + 100, max: 10)
+        XCTAssertEqual(again.map(\.id), ["m2"])
+        XCTAssertEqual(again.map(\.attempt), [2])
+        XCTAssertEqual(try q.ack("g1", again.map(\.receipt)).acked, 1)
+
+        // Now only g2's cursor (5) holds the log.
+        let next = try q.trim()
+        XCTAssertEqual([next.deleted, next.keepFromSeq], [3, 6])
+        XCTAssertEqual(try q.logSeqs(), Array(6...10))
+        XCTAssertEqual(try q.consume("g2", now: t0, max: 10).map(\.seq), Array(6...10))
+
+        // retain keeps the newest entries even when nobody needs them.
+        let g2rest = try q.consume("g2", now: t0, max: 10)
+        XCTAssertEqual(g2rest, [])
+        _ = try q.ack("g2", (6...10).map { "3:\($0):1" })
+        XCTAssertEqual(try q.trim(retain: 2).deleted, 3)
+        XCTAssertEqual(try q.logSeqs(), [9, 10])
+        XCTAssertEqual(try q.trim().deleted, 2)
+        XCTAssertEqual(try q.trim().deleted, 0)
+        // The sequence continues after a fully trimmed log.
+        XCTAssertEqual(try q.produce(messages(10..<11), now: t0).map(\.1), ["11"])
+    }
+
+    // MARK: - Bad arguments
+
+    func testBadArgumentsAreRefusedAndChangeNothing() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<3), now: t0)
+        _ = try q.consume("g", now: t0, max: 1)
+        try q.produce([Message(id: "d", body: "1", delayMs: 10)], now: t0)
+        let before = try snapshot()
+        let now = "\(t0)"
+        let g = q.keys.group("g")
+        let pk = q.keys
+        var good = q.produceArgs(messages(3..<5), now: t0)
+        var cases: [(String, [String], [String])] = []
+        func produce(_ args: [String]) { cases.append(("queue_produce-6.lua", q.produceKeys, args)) }
+        produce([])
+        produce(["-1"] + good.dropFirst())
+        good[2] = "3"; produce(good)                                    // n does not match
+        good[2] = "0"; produce(Array(good.prefix(3)))                   // n = 0
+        good = q.produceArgs(messages(3..<5), now: t0); good[4] = "2"; produce(good)   // dedup not 0/1
+        good = q.produceArgs(messages(3..<5), now: t0); good[13] = "1.5"; produce(good) // delay of the 2nd
+        good = q.produceArgs(messages(3..<5), now: t0); good[14] = "0"; produce(good)   // max_attempts 0
+        good = q.produceArgs(messages(3..<5), now: t0); good[9] = ""; produce(good)     // empty id
+        produce(["abc", "86400000", "1", "x", "0", "", "1", "0", "5"])
+        produce([now, "0", "1", "x", "0", "", "1", "0", "5"])           // window 0
+        let consumeKeys = q.consumeKeys("g")
+        for args in [[now, "g", "3", "1"], [now, "", "3", "1", "1000"], [now, "g", "70000", "1", "1000"],
+                     [now, "g", "3", "x", "1000"], [now, "g", "3", "1", "0"], ["1e3", "g", "3", "1", "1000"]] {
+            cases.append(("queue_consume-8.lua", consumeKeys, args))
+        }
+        cases.append(("queue_ack-5.lua", q.ackKeys("g"), ["g", "3"]))
+        cases.append(("queue_ack-5.lua", q.ackKeys("g"), ["", "3", "3:1:1"]))
+        cases.append(("queue_ack-5.lua", q.ackKeys("g"), ["g", "-3", "3:1:1"]))
+        for args in [[now, "g", "3", "3:1:1"], [now, "g", "3", "3:1:1", "-5"], [now, "g", "x", "3:1:1", ""],
+                     [now, "", "3", "3:1:1", ""], [now, "g", "3", "3:1:1", "43200001"]] {
+            cases.append(("queue_nack-8.lua", q.timerKeys("g"), args))
+        }
+        for args in [[now, "g"], [now, "g", "0"], [now, "g", "10001"], ["x", "g", "1"], [now, "", "1"]] {
+            cases.append(("queue_redeliver-8.lua", q.timerKeys("g"), args))
+        }
+        for args in [[now], [now, "0"], ["", "5"]] {
+            cases.append(("queue_promote-4.lua", [pk.log, pk.meta, pk.delayed, pk.delayedData], args))
+        }
+        for args in [["0", "0"], ["1001", "0"], ["1"], ["5", "-1"]] {
+            cases.append(("queue_dlq-2.lua", [g.dlq, g.data], args))
+        }
+        for args in [[now], [now, "0"], ["x", "10"]] {
+            cases.append(("queue_redrive-5.lua", q.redriveKeys("g"), args))
+        }
+        cases.append(("queue_redrive-5.lua", q.redriveKeys("g"), [now, "10"] + Array(repeating: "i", count: 1001)))
+        for args in [[now], ["x", "g"], [now, "g", "extra"]] {
+            cases.append(("queue_status-7.lua", q.statusKeys("g"), args))
+        }
+        for args in [["0", "0"], ["100001", "0"], ["10"], ["10", "x"]] {
+            cases.append(("queue_trim-3.lua", [pk.log, pk.groups, pk.refs], args))
+        }
+        cases.append(("queue_group-2.lua", [pk.meta, pk.groups], [""]))
+        cases.append(("queue_group-2.lua", [pk.meta, pk.groups], ["g", "x"]))
+
+        for (name, keys, args) in cases {
+            let reply = try q.raw(name, keys: keys, args: args)
+            XCTAssertTrue(reply.errorMessage?.hasPrefix("BADARG ") ?? false, "\(name) \(args.prefix(6)): \(reply)")
+        }
+        XCTAssertEqual(try snapshot(), before, "an error reply leaves every key unchanged")
+        // Stale or foreign receipts are answers, not errors, and change nothing either.
+        XCTAssertEqual(try q.ack("g", ["3:99:1", "3:1:7", "0:1:1", "3:1:1:1"]).acked, 0)
+        XCTAssertEqual(try q.nack("g", "3:2:1", now: t0).0, "not_found")
+        XCTAssertEqual(try snapshot(), before)
+    }
+
+    // MARK: - Loading
+
+    func testNoScriptAfterFlushReloadsTransparently() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<2), now: t0)
+        let loadsBefore = scripts.loads
+        XCTAssertEqual(try client.command(["SCRIPT", "FLUSH"]), .simple("OK"))
+        let sha = try XCTUnwrap(scripts.sha("queue_produce-6.lua"))
+        XCTAssertEqual(try client.command(["SCRIPT", "EXISTS", sha]).array?.first?.int, 0)
+        let raw = try client.command(["EVALSHA", sha, "0"])
+        XCTAssertTrue(raw.errorMessage?.hasPrefix("NOSCRIPT") ?? false)
+        // The wrapper sees NOSCRIPT, loads again and succeeds.
+        XCTAssertEqual(try q.consume("g", now: t0, max: 10).count, 2)
+        try q.produce(messages(2..<3), now: t0)
+        XCTAssertEqual(scripts.loads, loadsBefore + 2)
+        XCTAssertEqual(try client.command(["SCRIPT", "EXISTS", sha]).array?.first?.int, 1)
+    }
+
+    func testEveryScriptHasAHeaderNamingItsKeysAndArgs() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: scripts.directory.path)
+            .filter { $0.hasPrefix("queue_") && $0.hasSuffix(".lua") }.sorted()
+        XCTAssertEqual(files.count, 11)
+        for file in files {
+            let source = try scripts.source(file)
+            XCTAssertTrue(source.hasPrefix("--[["), file)
+            let keyCount = Int(file.split(separator: "-").last!.dropLast(4))!
+            for n in 1...keyCount { XCTAssertTrue(source.contains("KEYS[\(n)]"), "\(file) KEYS[\(n)]") }
+            XCTAssertFalse(source.contains("KEYS[\(keyCount + 1)]"), file)
+            XCTAssertTrue(source.contains("ARGV[1]"), file)
+            XCTAssertTrue(source.contains("Reply:"), file)
+            XCTAssertTrue(source.contains("local rcall = redis.call"), file)
+            XCTAssertFalse(source.contains("\"TIME\""), "\(file) must take time from ARGV")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import XCTest
+@testable import Runtime
+
+final class RoutingTests: XCTestCase {
+    private func router() -> Router {
+        let r = Router()
+        r.add(.GET, "/lock/status/{resource}") { _, _ in }
+        r.add(.GET, "/lock/status") { _, _ in }
+        r.add(.POST, "/lock/acquire") { _, _ in }
+        r.add(.DELETE, "/cache/invalidate/{key}") { _, _ in }
+        return r
+    }
+
+    func testMatchesWithPercentDecodedParameters() {
+        guard case .matched(let pattern, let params, _) = router().resolve(.GET, "/lock/status/a%20b%2Fc") else { return XCTFail("no match") }
+        XCTAssertEqual(pattern, "/lock/status/{resource}")
+        XCTAssertEqual(params["resource"], "a b/c")
+    }
+
+    func testUnknownPathIs404AndWrongMethodIs405() {
+        guard case .notFound = router().resolve(.GET, "/nope") else { return XCTFail("expected 404") }
+        guard case .notFound = router().resolve(.GET, "/lock/status/a/b") else { return XCTFail("expected 404") }
+        guard case .methodNotAllowed = router().resolve(.PUT, "/lock/acquire") else { return XCTFail("expected 405") }
+        guard case .methodNotAllowed = router().resolve(.UNKNOWN, "/lock/status") else { return XCTFail("expected 405") }
+        guard case .matched = router().resolve(.HEAD, "/lock/status") else { return XCTFail("HEAD follows GET") }
+    }
+
+    func testInvalidPercentEncodingIsFlagged() {
+        guard case .matched(_, let params, _) = router().resolve(.DELETE, "/cache/invalidate/%zz") else { return XCTFail("no match") }
+        XCTAssertEqual(params["key"], Router.invalidMarker)
+    }
+}
+
+final class ValidationTests: XCTestCase {
+    func testNameRules() {
+        XCTAssertNoThrow(try Validate.name("orders", field: "topic"))
+        XCTAssertNoThrow(try Validate.name(String(repeating: "a", count: 256), field: "topic"))
+        for bad in ["", String(repeating: "a", count: 257), "a\nb", "a\u{0}b", "tab\there", "\u{7f}"] {
+            XCTAssertThrowsError(try Validate.name(bad, field: "topic")) { error in
+                XCTAssertEqual((error as? HTTPError)?.status, 400)
+                XCTAssertTrue((error as? HTTPError)?.message.contains("topic") ?? false)
+            }
+        }
+    }
+
+    func testFieldsNameTheField() throws {
+        let f = Fields(try JSONParser.parse(#"{"ttl_ms":"x","wait_ms":5.5,"n":99999999,"mode":"weird","owner":7}"#))
+        XCTAssertThrowsError(try f.int("ttl_ms", in: 100...3_600_000)) { XCTAssertTrue(($0 as! HTTPError).message.contains("ttl_ms")) }
+        XCTAssertThrowsError(try f.int("wait_ms", in: 0...300_000)) { XCTAssertTrue(($0 as! HTTPError).message.contains("wait_ms")) }
+        XCTAssertThrowsError(try f.int("n", in: 0...10)) { XCTAssertTrue(($0 as! HTTPError).message.contains("[0, 10]")) }
+        XCTAssertThrowsError(try f.oneOf("mode", ["exclusive", "shared"], default: "exclusive"))
+        XCTAssertThrowsError(try f.name("owner")) { XCTAssertTrue(($0 as! HTTPError).message.contains("owner")) }
+        XCTAssertThrowsError(try f.name("resource")) { XCTAssertTrue(($0 as! HTTPError).message.contains("missing field 'resource'")) }
+        XCTAssertEqual(try f.int("absent", default: 30000, in: 100...3_600_000), 30000)
+    }
+
+    func testNodeIDs() {
+        XCTAssertTrue(Validate.isNodeID("n1"))
+        XCTAssertTrue(Validate.isNodeID("node_A-9"))
+        XCTAssertFalse(Validate.isNodeID(""))
+        XCTAssertFalse(Validate.isNodeID("a b"))
+        XCTAssertFalse(Validate.isNodeID(String(repeating: "a", count: 65)))
+    }
+
+    func testRedisURLs() {
+        XCTAssertEqual(RedisURL("redis://127.0.0.1:6379/0"), RedisURL(host: "127.0.0.1", port: 6379, db: 0))
+        XCTAssertEqual(RedisURL("redis://user:p%40ss@h:7000/3"), RedisURL(host: "h", port: 7000, user: "user", password: "p@ss", db: 3))
+        XCTAssertEqual(RedisURL("redis://:secret@h"), RedisURL(host: "h", port: 6379, password: "secret"))
+        XCTAssertNil(RedisURL("http://h:1"))
+        XCTAssertNil(RedisURL("redis://h:99999"))
+        XCTAssertNil(RedisURL("redis://h:1/x"))
+    }
+}

@@ -1,0 +1,127 @@
+--[[
+  queue_consume-8.lua: deliver up to max messages of one partition to one consumer group.
+
+  First the group's due retries (nacked or timed-out entries whose visible-at time has
+  come), oldest visible-at first; then new log entries after the group's cursor, in log
+  order. Each delivered entry becomes in-flight until now + visibility_ms with its attempt
+  incremented. Scripts run atomically, so two consumers calling at once never receive the
+  same entry.
+
+  A group's first use in this partition (no field in `groups`) sets its cursor to the log's
+  current end: the group receives every message produced after that (see queue_group-2.lua).
+
+  KEYS[1]  log        stream  concord:<c>:q:{<topic>:<p>}:log
+  KEYS[2]  meta       hash    ...:meta              (seq = last sequence number)
+  KEYS[3]  groups     hash    ...:groups            group -> cursor (last delivered seq)
+  KEYS[4]  refs       zset    ...:refs              "<seq>:<group>" scored by seq: log entries
+                                                    a group still needs (for trim)
+  KEYS[5]  inflight   zset    ...:g:<group>:inflight  seq scored by visibility deadline (ms)
+  KEYS[6]  retry      zset    ...:g:<group>:retry     seq scored by visible-at time (ms)
+  KEYS[7]  attempts   hash    ...:g:<group>:attempts  seq -> "<attempt>:<last_delivery_ms>:<delivery>"
+  KEYS[8]  data       hash    ...:g:<group>:data      seq -> JSON copy of a dead/redriven entry
+
+  ARGV[1]  now_ms          current unix time in ms
+  ARGV[2]  group           group name (1..256 bytes)
+  ARGV[3]  partition       partition number 0..65535 (goes into receipts)
+  ARGV[4]  max             0..1000 (0 only ensures the group)
+  ARGV[5]  visibility_ms   1..43200000 (12 h)
+
+  Reply: an array of delivered messages, each an array
+    {receipt, id, body, key, attempt, seq}
+  receipt = "<partition>:<seq>:<delivery>", delivery counting every delivery of this entry
+  to this group (never reset, unlike attempt, which redrive resets); only the receipt of
+  the current in-flight delivery is accepted by ack/nack. attempt and seq are integers.
+  Errors (nothing written): "BADARG <what>".
+]]
+local rcall = redis.call
+
+local err
+local function int_arg(i, name, lo, hi)
+  local s = ARGV[i]
+  if type(s) ~= "string" or not string.match(s, "^%d+$") or #s > 15 then
+    err = err or ("BADARG " .. name .. " must be a non-negative integer")
+    return 0
+  end
+  local n = tonumber(s)
+  if n < lo or n > hi then
+    err = err or ("BADARG " .. name .. " must be in [" .. lo .. ", " .. hi .. "]")
+    return 0
+  end
+  return n
+end
+
+local now = int_arg(1, "now_ms", 0, 999999999999999)
+local group = ARGV[2]
+local partition = int_arg(3, "partition", 0, 65535)
+local max = int_arg(4, "max", 0, 1000)
+local visibility = int_arg(5, "visibility_ms", 1, 43200000)
+if type(group) ~= "string" or #group == 0 or #group > 256 then
+  err = err or "BADARG group must be 1..256 bytes"
+end
+if #ARGV ~= 5 then err = err or ("BADARG expected 5 arguments, got " .. #ARGV) end
+if err then return redis.error_reply(err) end
+
+local K_LOG, K_META, K_GROUPS, K_REFS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_INFLIGHT, K_RETRY, K_ATTEMPTS, K_DATA = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+
+-- Ensure the group: first use starts at the log's current end.
+local cursor = rcall("HGET", K_GROUPS, group)
+if not cursor then
+  cursor = rcall("HGET", K_META, "seq") or "0"
+  rcall("HSET", K_GROUPS, group, cursor)
+end
+cursor = tonumber(cursor)
+
+-- The entry's fields: the group's own copy (dead-lettered then redriven) or the log entry.
+local function read_entry(seq)
+  local copy = rcall("HGET", K_DATA, seq)
+  if copy then return cjson.decode(copy) end
+  local r = rcall("XRANGE", K_LOG, "0-" .. seq, "0-" .. seq)
+  if #r == 0 then return nil end
+  local f, e = r[1][2], {}
+  for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
+  return e
+end
+
+local deadline = now + visibility
+local reply = {}
+
+-- 1. Due retries.
+if max > 0 then
+  local due = rcall("ZRANGEBYSCORE", K_RETRY, "-inf", now, "LIMIT", 0, max)
+  for _, seq in ipairs(due) do
+    local e = read_entry(seq)
+    rcall("ZREM", K_RETRY, seq)
+    if e then
+      local state = rcall("HGET", K_ATTEMPTS, seq) or "0:0:0"
+      local a, _, d = string.match(state, "^(%d+):(%d+):(%d+)$")
+      local attempt, delivery = tonumber(a or 0) + 1, tonumber(d or 0) + 1
+      rcall("ZADD", K_INFLIGHT, deadline, seq)
+      rcall("HSET", K_ATTEMPTS, seq, attempt .. ":" .. now .. ":" .. delivery)
+      reply[#reply + 1] = {partition .. ":" .. seq .. ":" .. delivery, e.id, e.body, e.key, attempt, tonumber(seq)}
+    else
+      -- Its log entry is gone (trimmed by hand?) and no copy exists: drop the state.
+      rcall("HDEL", K_ATTEMPTS, seq)
+      rcall("ZREM", K_REFS, seq .. ":" .. group)
+    end
+  end
+end
+
+-- 2. New log entries after the cursor, in log order.
+local room = max - #reply
+if room > 0 then
+  local entries = rcall("XRANGE", K_LOG, "0-" .. (cursor + 1), "+", "COUNT", room)
+  for _, entry in ipairs(entries) do
+    local seq = string.match(entry[1], "^0%-(%d+)$")
+    local f, e = entry[2], {}
+    for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
+    rcall("ZADD", K_INFLIGHT, deadline, seq)
+    rcall("HSET", K_ATTEMPTS, seq, "1:" .. now .. ":1")
+    rcall("ZADD", K_REFS, seq, seq .. ":" .. group)
+    reply[#reply + 1] = {partition .. ":" .. seq .. ":1", e.id, e.body, e.key, 1, tonumber(seq)}
+    cursor = tonumber(seq)
+  end
+  if #entries > 0 then rcall("HSET", K_GROUPS, group, cursor) end
+end
+
+return reply

@@ -1,0 +1,59 @@
+--[[
+  queue_promote-4.lua: the partition owner's delay timer: append due delayed messages to
+  the log (earliest due first, at most `limit`), keeping id, key, body and max_attempts.
+  They get the next sequence numbers, so groups see them in promotion order.
+
+  KEYS[1]  log           stream  concord:<c>:q:{<topic>:<p>}:log
+  KEYS[2]  meta          hash    ...:meta              (seq = last sequence number)
+  KEYS[3]  delayed       zset    ...:delayed           "d<n>" scored by due time (ms)
+  KEYS[4]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max,ts}
+
+  ARGV[1]  now_ms   current unix time in ms
+  ARGV[2]  limit    1..10000 messages per call
+
+  Reply: {promoted, next_due_ms} (integers): next_due_ms is the earliest remaining due
+  time, -1 if none (<= now_ms means: call again, the limit was hit).
+  Errors (nothing written): "BADARG <what>".
+]]
+local rcall = redis.call
+
+local err
+local function int_arg(i, name, lo, hi)
+  local s = ARGV[i]
+  if type(s) ~= "string" or not string.match(s, "^%d+$") or #s > 15 then
+    err = err or ("BADARG " .. name .. " must be a non-negative integer")
+    return 0
+  end
+  local n = tonumber(s)
+  if n < lo or n > hi then
+    err = err or ("BADARG " .. name .. " must be in [" .. lo .. ", " .. hi .. "]")
+    return 0
+  end
+  return n
+end
+
+local now = int_arg(1, "now_ms", 0, 999999999999999)
+local limit = int_arg(2, "limit", 1, 10000)
+if #ARGV ~= 2 then err = err or ("BADARG expected 2 arguments, got " .. #ARGV) end
+if err then return redis.error_reply(err) end
+
+local promoted, last_seq = 0, nil
+local due = rcall("ZRANGEBYSCORE", KEYS[3], "-inf", now, "LIMIT", 0, limit)
+for _, ref in ipairs(due) do
+  local raw = rcall("HGET", KEYS[4], ref)
+  rcall("ZREM", KEYS[3], ref)
+  rcall("HDEL", KEYS[4], ref)
+  if raw then
+    local m = cjson.decode(raw)
+    local entry_id = rcall("XADD", KEYS[1], "0-*",
+      "id", m.id, "key", m.key, "body", m.body, "max", m.max, "ts", m.ts)
+    last_seq = string.match(entry_id, "^0%-(%d+)$")
+    promoted = promoted + 1
+  end
+end
+if last_seq then rcall("HSET", KEYS[2], "seq", last_seq) end
+
+local first = rcall("ZRANGE", KEYS[3], 0, 0, "WITHSCORES")
+local next_due = -1
+if #first > 0 then next_due = tonumber(first[2]) end
+return {promoted, next_due}
