@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CLibevent", pkgConfig: "libevent", providers: [.apt(["libevent-dev"])]),
 
         // Pure cores: no clocks, sockets, files or C.
+        .target(name: "Raft"),
+        .target(name: "Locks"),
         .target(name: "Placement"),
         .target(name: "Cache"),
 
@@ -32,7 +34,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .target(name: "Node", dependencies: [
-            "Runtime", "Placement", "Cache",
+            "Runtime", "Raft", "Locks", "Placement", "Cache",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
@@ -43,6 +45,8 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
 
+        .testTarget(name: "RaftTests", dependencies: ["Raft"]),
+        .testTarget(name: "LocksTests", dependencies: ["Locks"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime"]),

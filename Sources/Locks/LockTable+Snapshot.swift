@@ -212,7 +212,7 @@ extension LockTable {
                 }
             }
             for waiter in state.waiters {
-                if !LockLimits.isValidName(waiter.owner) || !LockLimits.isValidName(waiter.origin)
+                if !LockLimits.isValidName(waiter.owner) || !LockLimits.isValidOrigin(waiter.origin)
                     || !(waiter.requestId.map(LockLimits.isValidName) ?? true) {
                     problems.append("\(name): invalid waiter name")
                 }
@@ -225,7 +225,10 @@ extension LockTable {
                     problems.append("\(name): \(waiter.owner) holds and waits, not an upgrade")
                 }
             }
-            if state.nextGrantable() != nil { problems.append("\(name): a waiter could be served but waits") }
+            for (position, waiter) in state.waiters.enumerated() where position > 0 && state.holds(waiter.owner) {
+                problems.append("\(name): waiting upgrade of \(waiter.owner) not at the front")
+            }
+            if state.frontIsGrantable { problems.append("\(name): the front waiter could be served but waits") }
         }
         if holds != heldCount || waits != waiterCount { problems.append("counts out of step") }
         if holds + waits > limits.entriesMax { problems.append("over entriesMax") }

@@ -67,14 +67,12 @@ struct ResourceState: Equatable, Sendable {
         holders.allSatisfy { $0.owner == owner || $0.mode.isCompatible(with: mode) }
     }
 
-    /// The waiter to serve next, if it can be served now: first any waiting upgrade (its owner
-    /// still holds the resource) that is compatible, else the FIFO front if compatible.
-    func nextGrantable() -> Int? {
-        for (index, waiter) in waiters.enumerated() where holds(waiter.owner) {
-            if isCompatible(waiter.mode, for: waiter.owner) { return index }
-        }
-        if let front = waiters.first, isCompatible(front.mode, for: front.owner) { return 0 }
-        return nil
+    /// Whether the front waiter can be served now. (A waiting upgrade is always at the front:
+    /// it is queued ahead of every request that is not an upgrade, and two waiting upgrades on
+    /// one resource always form a cycle, so one of them is failed at once.)
+    var frontIsGrantable: Bool {
+        guard let front = waiters.first else { return false }
+        return isCompatible(front.mode, for: front.owner)
     }
 }
 
@@ -197,7 +195,7 @@ public struct LockTable: Sendable {
     private mutating func acquire(_ command: AcquireCommand, _ step: inout ApplyStep) {
         let resource = command.resource, owner = command.owner
         guard LockLimits.isValidName(resource), LockLimits.isValidName(owner),
-              command.requestId.map(LockLimits.isValidName) ?? true,
+              command.requestId.map(LockLimits.isValidName) ?? true, LockLimits.isValidOrigin(command.origin),
               LockLimits.ttlMsRange.contains(command.ttlMs), LockLimits.waitMsRange.contains(command.waitMs)
         else {
             return reject(command.origin, command.tag, .invalidArgument, &step)
@@ -428,8 +426,8 @@ public struct LockTable: Sendable {
     /// Serves waiters of `resource` while the next one can be served.
     mutating func grantWaiters(_ resource: String, _ step: inout ApplyStep) {
         // Bounded: each turn removes one waiter.
-        while let state = resources[resource], let index = state.nextGrantable() {
-            let waiter = removeWaiter(resource, index)
+        while let state = resources[resource], state.frontIsGrantable {
+            let waiter = removeWaiter(resource, 0)
             let grant: Grant
             if let holderIndex = resources[resource]!.holderIndex(waiter.owner) {
                 let holder = resources[resource]!.holders[holderIndex]

@@ -344,6 +344,12 @@ public struct LockLimits: Equatable, Hashable, Sendable {
     /// Upper bound of `leaderGrace`'s grace.
     public static let graceMsMax: Int64 = 3_600_000
 
+    /// A valid origin (node id echoed in events): 1...`nameBytesMax` UTF-8 bytes, any content
+    /// (the node validates its own id; this only keeps the table's snapshot restorable).
+    public static func isValidOrigin(_ origin: String) -> Bool {
+        !origin.isEmpty && origin.utf8.count <= nameBytesMax
+    }
+
     /// Whether `limits` are usable (all positive, below the ceiling).
     public var isValid: Bool {
         let counts = [resourcesMax, entriesPerResourceMax, entriesMax, dedupEntriesMax]

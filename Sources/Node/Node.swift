@@ -43,10 +43,10 @@ public final class ConcordNode {
     public let metrics = NodeMetrics()
     public let redis: RedisConnection
     public let subscriber: RedisConnection
-    public private(set) var bus: Bus!
-    public private(set) var scripts: LuaScripts!
-    public private(set) var membership: Membership!
-    public private(set) var http: HTTPServer!
+    public let bus: Bus
+    public let scripts: LuaScripts
+    public let membership: Membership
+    public let http: HTTPServer
     public let router = Router()
     public var services: [NodeService] = []
     public var raftSummary: () -> RaftSummary = { RaftSummary() }
@@ -56,31 +56,26 @@ public final class ConcordNode {
     private var stopping = false
     private var timers: [LoopTimer] = []
 
-    public init(config: NodeConfig, logger: Logger) {
+    /// Builds every part of the node; throws (with a reason) when the Lua scripts are missing.
+    public init(config: NodeConfig, logger: Logger) throws {
         self.config = config
         var logger = logger
         logger[metadataKey: "node"] = "\(config.id)"
         self.logger = logger
         redis = RedisConnection(loop: loop, url: config.redis, name: "commands", subscriber: false, logger: logger)
         subscriber = RedisConnection(loop: loop, url: config.redis, name: "subscriber", subscriber: true, logger: logger)
-    }
-
-    /// Runs until SIGTERM/SIGINT; returns the process exit status (0 clean stop, 1 failure).
-    public func run() -> Int32 {
         guard let luaDirectory = LuaScripts.locateDirectory() else {
-            logger.critical("cannot find the lua/ scripts directory (set CONCORD_LUA_DIR)")
-            return 1
+            throw RuntimeError("cannot find the lua/ scripts directory (set CONCORD_LUA_DIR)")
         }
-        do {
-            scripts = try LuaScripts(redis: redis, directory: luaDirectory, logger: logger)
-        } catch {
-            logger.critical("cannot read Lua scripts: \(error)")
-            return 1
-        }
+        scripts = try LuaScripts(redis: redis, directory: luaDirectory, logger: logger)
         bus = Bus(loop: loop, nodeID: config.id, cluster: config.cluster, commands: redis, subscriber: subscriber, logger: logger)
         membership = Membership(config: config, loop: loop, bus: bus, scripts: scripts, metrics: metrics, logger: logger)
         http = HTTPServer(loop: loop, logger: logger)
         http.requestDeadlineMs = config.requestDeadlineMs
+    }
+
+    /// Runs until SIGTERM/SIGINT; returns the process exit status (0 clean stop, 1 failure).
+    public func run() -> Int32 {
         wireMetrics()
         installSignals()
         redis.start()
@@ -170,7 +165,7 @@ public final class ConcordNode {
         }
         stopping = true
         logger.info("stopping", metadata: ["signal": "\(sig)"])
-        http?.stopAccepting()
+        http.stopAccepting()
         // Hard bound: exit within 5 s whatever a service does.
         loop.after(ms: 4500) { [weak self] in
             self?.logger.warning("graceful stop took too long; exiting")
@@ -178,8 +173,8 @@ public final class ConcordNode {
         }
         shutdownServices(services[...]) { [weak self] in
             guard let self else { return }
-            self.membership?.stop()
-            self.bus?.failAllPending()
+            self.membership.stop()
+            self.bus.failAllPending()
             // Let the last replies and publishes drain.
             self.loop.after(ms: 50) { [weak self] in self?.loop.stop() }
         }
@@ -194,7 +189,7 @@ public final class ConcordNode {
         for t in timers { t.cancel() }
         for ev in signalEvents { event_free(ev) }
         signalEvents.removeAll()
-        http?.close()
+        http.close()
         redis.close()
         subscriber.close()
     }

@@ -521,7 +521,8 @@ public final class RaftNode {
         if maybeCommit() {
             broadcastPending = true
         } else if wasPaused {
-            sendAppend(to: peer, sendIfEmpty: false)
+            // It may have missed the commit index while paused.
+            sendAppend(to: peer, sendIfEmpty: true)
         }
         var rounds = 0
         while rounds < config.maxInflightMessages && sendAppend(to: peer, sendIfEmpty: false) { rounds += 1 }
@@ -668,8 +669,7 @@ public final class RaftNode {
     /// appears (the caller times out). `context` must be non-zero and unique among pending reads.
     @discardableResult
     public func readIndex(context: UInt64) -> Bool {
-        precondition(context != 0, "read context 0 is reserved")
-        guard role == .leader, leadTransferee == nil,
+        guard context != 0, role == .leader, leadTransferee == nil,
               pendingReads.count + readsAwaitingCommit.count < config.maxPendingReads else { return false }
         if log.term(at: log.committed) != term {
             readsAwaitingCommit.append(context)

@@ -101,6 +101,13 @@ public final class HTTPServer {
         handler?(request)
     }
 
+    fileprivate func rearm(_ request: HTTPRequest, ms: Int) {
+        request.deadlineTimer?.cancel()
+        request.deadlineTimer = loop.after(ms: ms) { [weak request] in
+            request?.fail(HTTPError(503, "unavailable", "request deadline passed", retryAfterSeconds: 1))
+        }
+    }
+
     fileprivate func finished(_ request: HTTPRequest) {
         inFlight -= 1
         onFinish?(request)
@@ -189,6 +196,12 @@ public final class HTTPRequest {
             out[key] = value
         }
         return out
+    }
+
+    /// Replaces the request's deadline (e.g. a lock acquire that may wait `wait_ms`).
+    public func extendDeadline(ms: Int) {
+        guard !isDone else { return }
+        server?.rearm(self, ms: ms)
     }
 
     public func header(_ name: String) -> String? {

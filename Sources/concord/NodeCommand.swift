@@ -73,7 +73,8 @@ struct NodeCommand: ParsableCommand {
         let config = try makeConfig()
         Logs.bootstrap(format: config.logFormat)
         let logger = Logger(label: "concord")
-        let node = ConcordNode(config: config, logger: logger)
+        let node: ConcordNode
+        do { node = try ConcordNode(config: config, logger: logger) } catch { die("\(error)") }
         installServices(node)
         let code = node.run()
         if code != 0 { throw ExitCode(code) }
@@ -82,4 +83,5 @@ struct NodeCommand: ParsableCommand {
 
 /// Adds every service to a node; one place, so `node` and tests agree.
 func installServices(_ node: ConcordNode) {
+    node.services.append(LockService(node: node))
 }

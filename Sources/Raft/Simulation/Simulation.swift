@@ -9,7 +9,7 @@
 public struct SimulationOptions: Sendable {
     public var nodeCount: Int = 3
     /// Global steps with faults enabled.
-    public var faultSteps: Int = 400
+    public var faultSteps: Int = 800
     /// Bound (global steps) for the liveness phase: elect + commit everywhere.
     public var livenessSteps: Int = 600
     public var electionTicks: Int = 10
@@ -28,6 +28,9 @@ public struct SimulationOptions: Sendable {
     /// Per-step chances (per mille) of client proposals, crashes and partitions.
     public var proposalPerMille = 300
     public var crashPerMille = 8
+    /// Per Ready during the faults: crash after ready() with nothing persisted, or after
+    /// persisting but before sending (a crash in the middle of handling a Ready).
+    public var crashMidReadyPerMille = 2
     public var partitionPerMille = 15
 
     public init() {}
@@ -132,6 +135,7 @@ public final class Simulation {
     private var duplicatePerMille = 0
     private var maxDelay = 1
     private var now = 0
+    private var faultsActive = false
     private var report: SimulationReport
 
     // Global knowledge for the checkers.
@@ -196,6 +200,8 @@ public final class Simulation {
     // MARK: - Phases
 
     private func runFaultPhase() throws {
+        faultsActive = true
+        defer { faultsActive = false }
         for _ in 0..<options.faultSteps {
             try injectFaults()
             try clientActivity()
@@ -279,9 +285,9 @@ public final class Simulation {
         now += 1
         // Clocks at different rates.
         for position in nodes.indices {
-            guard let raft = nodes[position].raft else { continue }
+            guard nodes[position].raft != nil else { continue }
             nodes[position].clockAccumulator += nodes[position].clockRatePerMille
-            while nodes[position].clockAccumulator >= 1000 {
+            while nodes[position].clockAccumulator >= 1000, let raft = nodes[position].raft {
                 nodes[position].clockAccumulator -= 1000
                 raft.tick()
                 report.nodeTicks += 1
@@ -321,8 +327,7 @@ public final class Simulation {
         }
         if random.chance(options.crashPerMille) {
             let position = random.below(count)
-            let crashed = nodes.filter { $0.raft == nil }.count
-            if nodes[position].raft != nil && crashed < (count - 1) / 2 + 1 {
+            if nodes[position].raft != nil && crashAllowed() {
                 nodes[position].raft = nil
                 nodes[position].clockAccumulator = 0
             }
@@ -336,6 +341,11 @@ public final class Simulation {
             duplicatePerMille = [0, 0, 20, 100][random.below(4)]
             maxDelay = 1 + random.below(options.maxDelaySteps)
         }
+    }
+
+    /// Keeps at most a minority plus one crashed at once, so the faults phase still progresses.
+    private func crashAllowed() -> Bool {
+        nodes.filter { $0.raft == nil }.count < (nodes.count - 1) / 2 + 1
     }
 
     private func clientActivity() throws {
@@ -413,6 +423,13 @@ public final class Simulation {
             rounds += 1
             if rounds > 100 { throw SimViolation(text: "\(raft.id): hasReady never settles") }
             let rd = raft.ready()
+            if faultsActive && random.chance(options.crashMidReadyPerMille) && crashAllowed() {
+                // Crash mid-Ready: maybe persisted, never sent, never advanced.
+                if random.chance(500) { try persist(rd, position: position) }
+                nodes[position].raft = nil
+                nodes[position].clockAccumulator = 0
+                return
+            }
             try persist(rd, position: position)
             for message in rd.messages { transmit(message) }
             try apply(rd, position: position)

@@ -1,0 +1,472 @@
+import Locks
+import Logging
+import Raft
+import Runtime
+
+// MARK: - Lock service (CONTRACT §2.1): HTTP <-> Raft <-> the pure lock table
+//
+// Any node serves any request. The node the client called (the "origin") gives the request a
+// tag and either proposes it (leader) or forwards it to the leader over the bus. The leader
+// stamps its clock into the command; every node applies committed commands to its own copy of
+// the table, and the events carry (origin, tag), so the origin answers its client when it
+// applies the entry. To save the follower a heartbeat of latency, the leader also sends the
+// origin the answer as soon as it applies the entry itself; whichever comes first answers.
+//
+// Waiting acquires stay at the origin. Leases and wait deadlines are expired by the leader
+// proposing `tick(now)`; a new leader first proposes `leaderGrace`, so no lease ends early
+// because the old leader died. Status reads go through ReadIndex on the leader.
+
+public final class LockService: NodeService {
+    private let node: ConcordNode
+    private let driver: RaftDriver
+    private var table = LockTable()
+    private var logger: Logger { node.logger }
+
+    private struct Pending {
+        let request: HTTPRequest
+        let command: LockCommand
+        var queued = false
+    }
+    private var pending: [UInt64: Pending] = [:]
+    /// Tags whose client went away before a grant: a late grant is released at once.
+    private var abandoned: Set<UInt64> = []
+    private var nextTag: UInt64
+    private var nextReadContext: UInt64 = 1
+    private var pendingReads: [UInt64: (index: UInt64, answer: () -> Void)] = [:]
+    private var readsAwaitingApply: [(index: UInt64, answer: () -> Void)] = []
+    private var tickProposedAtMs: Int64 = 0
+    private var timers: [LoopTimer] = []
+    private var stopping = false
+    static let maxPending = 100_000
+
+    public init(node: ConcordNode) {
+        self.node = node
+        self.driver = RaftDriver(node: node)
+        // Tags start from the wall clock so a restarted node never reuses a tag from its past.
+        nextTag = UInt64(max(1, EventLoop.wallMs())) << 16
+        driver.hooks = RaftDriver.Hooks(
+            apply: { [weak self] entry in self?.apply(entry) },
+            restore: { [weak self] snapshot in self?.restore(snapshot) },
+            readState: { [weak self] read in self?.readReady(read) },
+            roleChange: { [weak self] role, leader in self?.roleChanged(role, leader) })
+        node.bus.onRequest(.forwardRequest) { [weak self] envelope, reply in self?.forwarded(envelope, reply) }
+        node.bus.on(.lockNotify) { [weak self] envelope in self?.notified(envelope) }
+        node.raftSummary = { [weak self] in self?.summary() ?? RaftSummary() }
+    }
+
+    // MARK: NodeService
+
+    public func register(_ router: Router) {
+        router.add(.POST, "/lock/acquire") { [weak self] request, _ in try self?.acquire(request) }
+        router.add(.POST, "/lock/release") { [weak self] request, _ in try self?.release(request) }
+        router.add(.POST, "/lock/renew") { [weak self] request, _ in try self?.renew(request) }
+        router.add(.GET, "/lock/status") { [weak self] request, _ in self?.statusAll(request) }
+        router.add(.GET, "/lock/status/{resource}") { [weak self] request, params in
+            let resource = try Validate.name(params["resource"] ?? "", field: "resource")
+            self?.status(request, resource: resource)
+        }
+    }
+
+    public func start() {
+        driver.start()
+        timers.append(node.loop.every(ms: 10) { [weak self] in self?.leaderDuties() })
+        timers.append(node.loop.every(ms: 1000) { [weak self] in self?.recordMetrics() })
+    }
+
+    public func shutdown(_ done: @escaping () -> Void) {
+        stopping = true
+        for (_, p) in pending { p.request.fail(.unavailable("node is shutting down")) }
+        pending.removeAll()
+        guard driver.isLeader, node.config.members.count > 1 else { driver.stop(); done(); return }
+        // Hand leadership over before exiting, so the cluster does not wait an election timeout.
+        driver.transferLeadership()
+        let deadline = EventLoop.monoMs() + 2000
+        func check() {
+            if !driver.isLeader || EventLoop.monoMs() > deadline {
+                logger.info("leadership handed over", metadata: ["leader": "\(driver.leader ?? "none")"])
+                driver.stop()
+                done()
+                return
+            }
+            node.loop.after(ms: 10) { check() }
+        }
+        check()
+    }
+
+    // MARK: HTTP handlers
+
+    private func acquire(_ request: HTTPRequest) throws {
+        let f = Fields(try request.jsonObject())
+        let resource = try f.name("resource")
+        let owner = try f.name("owner")
+        let mode = try f.oneOf("mode", ["exclusive", "shared"], default: "exclusive")
+        let ttl = try f.int("ttl_ms", default: 30_000, in: 100...3_600_000)
+        let wait = try f.int("wait_ms", default: 0, in: 0...300_000)
+        let requestId = try f.optionalName("request_id")
+        let tag = takeTag()
+        let command = LockCommand.acquire(AcquireCommand(resource: resource, owner: owner, mode: mode == "shared" ? .shared : .exclusive,
+                                                         ttlMs: ttl, waitMs: wait, requestId: requestId, origin: node.config.id, tag: tag, nowMs: 0))
+        if wait > 0 {
+            // The wait is decided by the table (a timeout event); the HTTP deadline only backs it up.
+            request.extendDeadline(ms: Int(wait) + node.config.requestDeadlineMs)
+        }
+        request.onAbandon = { [weak self] in self?.abandon(tag: tag, command: command) }
+        try submit(command, tag: tag, request: request)
+    }
+
+    private func release(_ request: HTTPRequest) throws {
+        let f = Fields(try request.jsonObject())
+        let resource = try f.name("resource")
+        let owner = try f.name("owner")
+        let token = try f.optionalInt("fencing_token", in: 0...Int64.max)
+        let tag = takeTag()
+        try submit(.release(ReleaseCommand(resource: resource, owner: owner, fencingToken: token.map { UInt64($0) }, origin: node.config.id, tag: tag, nowMs: 0)), tag: tag, request: request)
+    }
+
+    private func renew(_ request: HTTPRequest) throws {
+        let f = Fields(try request.jsonObject())
+        let resource = try f.name("resource")
+        let owner = try f.name("owner")
+        let ttl = try f.int("ttl_ms", in: 100...3_600_000)
+        let tag = takeTag()
+        try submit(.renew(RenewCommand(resource: resource, owner: owner, ttlMs: ttl, origin: node.config.id, tag: tag, nowMs: 0)), tag: tag, request: request)
+    }
+
+    private func takeTag() -> UInt64 {
+        nextTag &+= 1
+        return nextTag
+    }
+
+    // MARK: proposing and forwarding
+
+    private func submit(_ command: LockCommand, tag: UInt64, request: HTTPRequest) throws {
+        guard !stopping else { throw HTTPError.unavailable("node is shutting down") }
+        guard pending.count < LockService.maxPending else { throw HTTPError.unavailable("too many requests in flight") }
+        pending[tag] = Pending(request: request, command: command)
+        route(command, tag: tag)
+    }
+
+    /// Proposes at the leader or forwards to it; retries while there is no leader, until the
+    /// request's deadline answers 503.
+    private func route(_ command: LockCommand, tag: UInt64) {
+        guard let p = pending[tag], !p.request.isDone else { pending[tag] = nil; return }
+        if driver.isLeader {
+            switch driver.propose(LockService.stamped(command, nowMs: EventLoop.wallMs()).encode()) {
+            case .accepted: return
+            case .dropped, .notLeader:
+                retry(command, tag: tag)
+            }
+            return
+        }
+        guard let leader = driver.leader, leader != node.config.id else { retry(command, tag: tag); return }
+        node.bus.request(to: leader, type: .forwardRequest, payload: [0x4C] + command.encode(), timeoutMs: 500) { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let answer) where answer.first == 0x41: // "A": accepted; the event answers
+                return
+            default:
+                self.retry(command, tag: tag)
+            }
+        }
+    }
+
+    private func retry(_ command: LockCommand, tag: UInt64) {
+        node.loop.after(ms: 25) { [weak self] in self?.route(command, tag: tag) }
+    }
+
+    /// Leader side of forwarding: "L" + command -> propose -> "A" or "N".
+    private func forwarded(_ envelope: Envelope, _ reply: @escaping Bus.Reply) {
+        guard envelope.payload.first == 0x4C else {
+            if envelope.payload.first == 0x53 { forwardedRead(envelope, reply) } else { reply([0x45]) }
+            return
+        }
+        guard driver.isLeader, let command = try? LockCommand.decode(Array(envelope.payload.dropFirst())), LockService.origin(of: command) == envelope.sender else {
+            reply([0x4E]); return
+        }
+        switch driver.propose(LockService.stamped(command, nowMs: EventLoop.wallMs()).encode()) {
+        case .accepted: reply([0x41])
+        default: reply([0x4E])
+        }
+    }
+
+    // MARK: applying
+
+    private func apply(_ entry: Entry) {
+        guard let command = try? LockCommand.decode(entry.data) else {
+            logger.error("undecodable lock command in the log", metadata: ["index": "\(entry.index)"])
+            return
+        }
+        if case .tick = command { tickProposedAtMs = 0 }
+        let events = table.apply(command, index: entry.index)
+        for event in events {
+            if case .expired(let resource, let owner, _) = event {
+                node.metrics.increment("concord_lock_lease_expiries_total")
+                logger.debug("lease expired", metadata: ["resource": "\(resource)", "owner": "\(owner)"])
+                continue
+            }
+            if case .deadlock = event { node.metrics.increment("concord_lock_deadlocks_total") }
+            guard let origin = event.origin, let tag = event.tag else { continue }
+            if origin == node.config.id {
+                deliver(event, tag: tag)
+            } else if driver.isLeader, event.isFinal, let answer = LockService.answer(event) {
+                var payload = LockService.tagBytes(tag)
+                payload += [UInt8(answer.status >> 8), UInt8(answer.status & 0xFF)]
+                payload += answer.body.bytes
+                node.bus.send(to: origin, type: .lockNotify, payload: payload)
+            }
+        }
+        maybeSnapshot()
+        serveReads()
+    }
+
+    private func restore(_ snapshot: Snapshot?) {
+        guard let snapshot, !snapshot.data.isEmpty else { table = LockTable(); return }
+        do {
+            table = try LockTable(snapshot: snapshot.data)
+        } catch {
+            // Running on an empty table would lose grants and repeat fencing tokens: refuse.
+            logger.critical("lock snapshot at index \(snapshot.index) is unreadable: \(error)")
+            fatalError("lock snapshot at index \(snapshot.index) is unreadable: \(error)")
+        }
+    }
+
+    /// Answers the origin's pending request for an event of its own.
+    private func deliver(_ event: LockEvent, tag: UInt64) {
+        if case .queued = event {
+            pending[tag]?.queued = true
+            return
+        }
+        guard event.isFinal else { return }
+        guard let p = pending.removeValue(forKey: tag) else {
+            // The client is gone: never leave a lock granted to nobody.
+            if case .granted(_, _, _, let grant) = event, abandoned.remove(tag) != nil {
+                let releaseTag = takeTag()
+                let release = LockCommand.release(ReleaseCommand(resource: grant.resource, owner: grant.owner, fencingToken: grant.fencingToken, origin: node.config.id, tag: releaseTag, nowMs: 0))
+                route(release, tag: releaseTag)
+            }
+            return
+        }
+        recordOutcome(event)
+        if let answer = LockService.answer(event) { p.request.respond(answer.status, answer.body) }
+    }
+
+    /// The leader's fast-path answer for a request this node holds.
+    private func notified(_ envelope: Envelope) {
+        let b = envelope.payload
+        guard b.count >= 10 else { return }
+        var tag: UInt64 = 0
+        for i in 0..<8 { tag = tag << 8 | UInt64(b[i]) }
+        let status = Int(b[8]) << 8 | Int(b[9])
+        guard let p = pending.removeValue(forKey: tag), let body = try? JSONParser.parse(Array(b[10...])) else { return }
+        node.metrics.increment("concord_lock_acquisitions_total", [("outcome", status == 200 ? "answered_200" : "answered_\(status)")])
+        p.request.respond(status, body)
+    }
+
+    private func abandon(tag: UInt64, command: LockCommand) {
+        guard let p = pending.removeValue(forKey: tag) else { return }
+        abandoned.insert(tag)
+        if abandoned.count > 10_000 { abandoned.removeFirst() }
+        if case .acquire(let a) = command, p.queued {
+            let cancelTag = takeTag()
+            route(.cancelWait(CancelWaitCommand(resource: a.resource, owner: a.owner, origin: node.config.id, tag: cancelTag, nowMs: 0)), tag: cancelTag)
+        }
+    }
+
+    // MARK: leader duties
+
+    private func roleChanged(_ role: Role, _ leader: NodeID?) {
+        guard role == .leader else { return }
+        // A new leader never expires a lease early because the old one died.
+        let grace = Int64(node.config.electionTimeoutMs * 2)
+        _ = driver.propose(LockCommand.leaderGrace(nowMs: EventLoop.wallMs(), graceMs: grace).encode())
+    }
+
+    private func leaderDuties() {
+        guard driver.isLeader, let due = table.nextDeadlineMs() else { return }
+        let now = EventLoop.wallMs()
+        guard due <= now, now - tickProposedAtMs > 200 else { return }
+        tickProposedAtMs = now
+        _ = driver.propose(LockCommand.tick(nowMs: now).encode())
+    }
+
+    private func maybeSnapshot() {
+        guard let status = driver.status else { return }
+        let applied = driver.appliedIndex
+        guard applied > status.snapshotIndex, applied - status.snapshotIndex >= UInt64(node.config.snapshotThresholdEntries) else { return }
+        driver.compact(upTo: applied, data: table.snapshot())
+    }
+
+    // MARK: linearizable reads
+
+    private func status(_ request: HTTPRequest, resource: String) {
+        linearizable(request, query: Array(resource.utf8)) { [weak self] in self?.statusJSON(resource) ?? .null }
+    }
+
+    private func statusAll(_ request: HTTPRequest) {
+        linearizable(request, query: []) { [weak self] in
+            .object([("locks", .array(self?.table.allStatus().map(LockService.json) ?? []))])
+        }
+    }
+
+    private func statusJSON(_ resource: String) -> JSONValue { LockService.json(table.status(resource)) }
+
+    /// Leader: ReadIndex, then answer once applied. Follower: ask the leader ("S" + query).
+    private func linearizable(_ request: HTTPRequest, query: [UInt8], answer: @escaping () -> JSONValue) {
+        if driver.isLeader {
+            readIndex { request.respond(200, answer()) } failed: { [weak self] in self?.retryRead(request, query: query, answer: answer) }
+            return
+        }
+        guard let leader = driver.leader else { retryRead(request, query: query, answer: answer); return }
+        node.bus.request(to: leader, type: .forwardRequest, payload: [0x53] + query, timeoutMs: 1000) { [weak self] result in
+            switch result {
+            case .success(let bytes) where bytes.first == 0x4F:
+                if let body = try? JSONParser.parse(Array(bytes.dropFirst())) { request.respond(200, body) }
+            default:
+                self?.retryRead(request, query: query, answer: answer)
+            }
+        }
+    }
+
+    private func retryRead(_ request: HTTPRequest, query: [UInt8], answer: @escaping () -> JSONValue) {
+        guard !request.isDone else { return }
+        node.loop.after(ms: 25) { [weak self] in self?.linearizable(request, query: query, answer: answer) }
+    }
+
+    private func forwardedRead(_ envelope: Envelope, _ reply: @escaping Bus.Reply) {
+        guard driver.isLeader else { reply([0x4E]); return }
+        let query = Array(envelope.payload.dropFirst())
+        readIndex { [weak self] in
+            guard let self else { return }
+            let body: JSONValue
+            if query.isEmpty {
+                body = .object([("locks", .array(self.table.allStatus().map(LockService.json)))])
+            } else {
+                body = self.statusJSON(String(decoding: query, as: UTF8.self))
+            }
+            reply([0x4F] + body.bytes)
+        } failed: { reply([0x4E]) }
+    }
+
+    private func readIndex(_ answer: @escaping () -> Void, failed: @escaping () -> Void) {
+        let context = nextReadContext
+        nextReadContext &+= 1
+        if nextReadContext == 0 { nextReadContext = 1 }
+        guard pendingReads.count < 4096, driver.readIndex(context: context) else { failed(); return }
+        pendingReads[context] = (0, answer)
+        // If leadership is lost the read never completes: give up after a while and retry.
+        node.loop.after(ms: 500) { [weak self] in
+            if self?.pendingReads.removeValue(forKey: context) != nil { failed() }
+        }
+    }
+
+    private func readReady(_ read: ReadState) {
+        guard let p = pendingReads.removeValue(forKey: read.context) else { return }
+        readsAwaitingApply.append((read.index, p.answer))
+        serveReads()
+    }
+
+    private func serveReads() {
+        guard !readsAwaitingApply.isEmpty else { return }
+        let applied = driver.appliedIndex
+        var rest: [(index: UInt64, answer: () -> Void)] = []
+        for r in readsAwaitingApply { if r.index <= applied { r.answer() } else { rest.append(r) } }
+        readsAwaitingApply = rest
+    }
+
+    // MARK: answers
+
+    static func answer(_ event: LockEvent) -> (status: Int, body: JSONValue)? {
+        func error(_ status: Int, _ code: String, _ message: String, _ extra: [(String, JSONValue)] = []) -> (Int, JSONValue) {
+            (status, .object([("error", .string(code)), ("message", .string(message))] + extra))
+        }
+        switch event {
+        case .granted(_, _, _, let g):
+            return (200, .object([("resource", .string(g.resource)), ("owner", .string(g.owner)), ("mode", .string(g.mode.rawValue)),
+                                  ("fencing_token", .int(g.fencingToken)), ("expires_at_ms", .int(g.expiresAtMs))]))
+        case .conflict: return error(409, "conflict", "the lock is held and wait_ms is 0")
+        case .timedOut: return error(409, "timeout", "wait_ms passed before the lock was granted")
+        case .deadlock(_, _, let cycle):
+            return error(409, "deadlock", "waiting would close a cycle; this request was chosen as the victim", [("cycle", .array(cycle.map { .string($0) }))])
+        case .cancelled: return error(409, "timeout", "the wait was cancelled")
+        case .superseded: return error(409, "conflict", "superseded by a retry with the same request_id")
+        case .rejected(_, _, let reason):
+            switch reason {
+            case .invalidArgument: return error(400, "bad_request", "invalid argument")
+            case .alreadyWaiting: return error(409, "conflict", "this owner already waits for the resource")
+            default: return (503, .object([("error", .string("unavailable")), ("message", .string("lock table limit reached: \(reason.rawValue)"))]))
+            }
+        case .released: return (200, .object([("released", .bool(true))]))
+        case .notHeld: return error(404, "not_held", "the owner does not hold this lock")
+        case .staleToken: return error(409, "stale_token", "the fencing token is not the owner's current one")
+        case .renewed(_, _, let expires): return (200, .object([("expires_at_ms", .int(expires))]))
+        case .queued, .expired: return nil
+        }
+    }
+
+    static func json(_ s: ResourceStatus) -> JSONValue {
+        .object([
+            ("resource", .string(s.resource)), ("mode", .string(s.mode.rawValue)),
+            ("holders", .array(s.holders.map { .object([("owner", .string($0.owner)), ("mode", .string($0.mode.rawValue)), ("fencing_token", .int($0.fencingToken)), ("expires_at_ms", .int($0.expiresAtMs))]) })),
+            ("waiters", .array(s.waiters.map { .object([("owner", .string($0.owner)), ("mode", .string($0.mode.rawValue)), ("since_ms", .int($0.sinceMs))]) })),
+        ])
+    }
+
+    static func stamped(_ command: LockCommand, nowMs: Int64) -> LockCommand {
+        switch command {
+        case .acquire(var c): c.nowMs = nowMs; return .acquire(c)
+        case .release(var c): c.nowMs = nowMs; return .release(c)
+        case .renew(var c): c.nowMs = nowMs; return .renew(c)
+        case .cancelWait(var c): c.nowMs = nowMs; return .cancelWait(c)
+        case .tick: return .tick(nowMs: nowMs)
+        case .leaderGrace(_, let grace): return .leaderGrace(nowMs: nowMs, graceMs: grace)
+        }
+    }
+
+    static func origin(of command: LockCommand) -> String? {
+        switch command {
+        case .acquire(let c): return c.origin
+        case .release(let c): return c.origin
+        case .renew(let c): return c.origin
+        case .cancelWait(let c): return c.origin
+        default: return nil
+        }
+    }
+
+    static func tagBytes(_ tag: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: tag >> UInt64(56 - 8 * $0)) } }
+
+    // MARK: metrics and status
+
+    private func recordOutcome(_ event: LockEvent) {
+        let outcome: String
+        switch event {
+        case .granted: outcome = "granted"
+        case .conflict: outcome = "conflict"
+        case .timedOut, .cancelled: outcome = "timeout"
+        case .deadlock: outcome = "deadlock"
+        default: return
+        }
+        node.metrics.increment("concord_lock_acquisitions_total", [("outcome", outcome)])
+    }
+
+    private func recordMetrics() {
+        node.metrics.set("concord_locks_held", [], Double(table.heldCount))
+        node.metrics.set("concord_lock_waiters", [], Double(table.waiterCount))
+        node.metrics.set("concord_raft_elections", [], Double(driver.elections))
+        node.metrics.set("concord_raft_applied_index", [], Double(driver.appliedIndex))
+    }
+
+    private func summary() -> RaftSummary {
+        var s = RaftSummary()
+        guard let st = driver.status else { return s }
+        s.role = st.role.externalName
+        s.term = st.term
+        s.leader = st.leader
+        s.votedFor = st.votedFor
+        s.commitIndex = st.commitIndex
+        s.lastApplied = driver.appliedIndex
+        s.lastLogIndex = st.lastLogIndex
+        s.lastLogTerm = st.lastLogTerm
+        s.snapshotIndex = st.snapshotIndex
+        return s
+    }
+}

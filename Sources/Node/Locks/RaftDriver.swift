@@ -1,0 +1,305 @@
+import Logging
+import Raft
+import Runtime
+
+// MARK: - Raft driver: the pure core on the node's loop, persisted in Redis, talking over pub/sub
+//
+// Keys (one hash tag per node, so they could move to Redis Cluster together):
+//   concord:<cluster>:raft:{<node>}:hard       hash: term, vote, commit
+//   concord:<cluster>:raft:{<node>}:log        zset: score = index, member = encoded entry
+//   concord:<cluster>:raft:{<node>}:snapshot   hash: index, term, data
+//
+// Persist before you speak: every Ready is written by one Lua script (`raft_persist`) on the
+// command connection, and its messages are PUBLISHed after it on the same connection, so Redis
+// executes the write before any peer can hear what depends on it — without waiting a round trip.
+// If a write fails (Redis away), the in-memory core may be ahead of what is stored: the driver
+// then throws the core away and rebuilds it from Redis once Redis is back, exactly like a
+// process restart, which Raft makes safe.
+
+final class RaftDriver {
+    struct Hooks {
+        /// Apply one committed normal entry.
+        var apply: (Entry) -> Void = { _ in }
+        /// Replace the state machine with a snapshot's data (nil: empty state).
+        var restore: (Snapshot?) -> Void = { _ in }
+        var readState: (ReadState) -> Void = { _ in }
+        var roleChange: (Role, NodeID?) -> Void = { _, _ in }
+    }
+
+    static let tickMs = 10
+    let node: ConcordNode
+    var hooks = Hooks()
+    private(set) var raft: RaftNode?
+    private var logger: Logger { node.logger }
+    private var tickTimer: LoopTimer?
+    private var processScheduled = false
+    private var recovering = false
+    private(set) var elections = 0
+    private(set) var appliedIndex: UInt64 = 0
+    private var lastRole: Role = .follower
+    /// Append round trips: propose time per index (leader), for the latency metric; bounded.
+    private var proposedAtMicros: [UInt64: Int64] = [:]
+
+    init(node: ConcordNode) {
+        self.node = node
+        node.bus.on(.raft) { [weak self] envelope in self?.receive(envelope) }
+    }
+
+    private var prefix: String { "concord:\(node.config.cluster):raft:{\(node.config.id)}" }
+    private var keys: [String] { ["\(prefix):hard", "\(prefix):log", "\(prefix):snapshot"] }
+
+    var isLeader: Bool { raft?.status.role == .leader }
+    var leader: NodeID? { raft?.status.leader }
+    var status: RaftStatus? { raft?.status }
+
+    func start() {
+        load()
+        tickTimer = node.loop.every(ms: RaftDriver.tickMs) { [weak self] in
+            guard let self, let raft = self.raft else { return }
+            raft.tick()
+            self.scheduleProcess()
+        }
+    }
+
+    func stop() {
+        tickTimer?.cancel()
+        tickTimer = nil
+    }
+
+    // MARK: loading and recovery
+
+    /// Reads hard state, snapshot and log from Redis and builds the core from them.
+    private func load() {
+        recovering = true
+        let redis = node.redis
+        redis.send(["HGETALL", keys[0]]) { [weak self] hard in
+            redis.send(["HGETALL", self?.keys[2] ?? ""]) { snap in
+                redis.send(["ZRANGE", self?.keys[1] ?? "", "0", "-1"]) { log in
+                    self?.finishLoad(hard: hard, snapshot: snap, log: log)
+                }
+            }
+        }
+    }
+
+    private func finishLoad(hard: RedisReply, snapshot: RedisReply, log: RedisReply) {
+        guard !hard.isError, !snapshot.isError, !log.isError else {
+            logger.warning("raft state not readable from redis yet; retrying")
+            node.loop.after(ms: 200) { [weak self] in self?.load() }
+            return
+        }
+        do {
+            let state = try RaftDriver.decodeState(hard: hard, snapshot: snapshot, log: log)
+            let config = RaftConfig(
+                id: node.config.id, voters: node.config.members,
+                electionTicks: max(2, node.config.electionTimeoutMs / RaftDriver.tickMs),
+                heartbeatTicks: max(1, node.config.heartbeatMs / RaftDriver.tickMs),
+                maxEntriesPerMessage: 512, maxBytesPerMessage: 1 << 20, maxInflightMessages: 64,
+                snapshotChunkBytes: 256 << 10, maxUncommittedEntries: 50_000)
+            let seed = UInt64(bitPattern: EventLoop.wallMs()) ^ UInt64(truncatingIfNeeded: node.config.id.hashValue)
+            let core = RaftNode(config: config, restoring: state, seed: seed)
+            hooks.restore(state?.snapshot)
+            appliedIndex = state?.snapshot?.index ?? 0
+            raft = core
+            recovering = false
+            lastRole = .follower
+            logger.info("raft state loaded", metadata: ["term": "\(core.status.term)", "commit": "\(core.status.commitIndex)", "last_index": "\(core.status.lastLogIndex)", "snapshot": "\(core.status.snapshotIndex)"])
+            scheduleProcess()
+        } catch {
+            // Corrupt stored state is not something to paper over: refuse to run Raft on it.
+            logger.critical("stored raft state is corrupt: \(error)")
+            node.loop.after(ms: 1000) { [weak self] in self?.load() }
+        }
+    }
+
+    /// A write failed: drop the core; rebuild from Redis when it answers again.
+    private func recover(_ reason: String) {
+        guard !recovering else { return }
+        recovering = true
+        logger.warning("raft persistence failed; rebuilding from redis", metadata: ["reason": "\(reason)"])
+        raft = nil
+        proposedAtMicros.removeAll()
+        hooks.roleChange(.follower, nil)
+        lastRole = .follower
+        waitForRedisThenLoad()
+    }
+
+    private func waitForRedisThenLoad() {
+        if node.redis.isReady { load(); return }
+        node.loop.after(ms: 100) { [weak self] in self?.waitForRedisThenLoad() }
+    }
+
+    // MARK: input
+
+    private func receive(_ envelope: Envelope) {
+        guard let raft else { return }
+        guard let message = try? Message.decode(envelope.payload), message.to == node.config.id, message.from == envelope.sender else {
+            node.metrics.increment("concord_bus_frames_dropped_total", [("reason", "bad_raft_message")])
+            return
+        }
+        raft.step(message)
+        scheduleProcess()
+    }
+
+    func propose(_ data: [UInt8]) -> ProposeResult {
+        guard let raft else { return .notLeader(leader: nil) }
+        let result = raft.propose(data)
+        if case .accepted(let index, _) = result, proposedAtMicros.count < 100_000 {
+            proposedAtMicros[index] = EventLoop.monoMicros()
+        }
+        scheduleProcess()
+        return result
+    }
+
+    func readIndex(context: UInt64) -> Bool {
+        guard let raft else { return false }
+        let ok = raft.readIndex(context: context)
+        scheduleProcess()
+        return ok
+    }
+
+    func transferLeadership() {
+        raft?.transferLeadership(to: nil)
+        scheduleProcess()
+    }
+
+    func compact(upTo index: UInt64, data: [UInt8]) {
+        raft?.compact(upTo: index, snapshotData: data)
+        scheduleProcess()
+    }
+
+    /// Runs the Ready loop on the next loop iteration, so everything that arrived in this one
+    /// (proposals, messages) goes out in one batch: group commit.
+    func scheduleProcess() {
+        guard !processScheduled else { return }
+        processScheduled = true
+        node.loop.after(ms: 0) { [weak self] in
+            guard let self else { return }
+            self.processScheduled = false
+            self.process()
+        }
+    }
+
+    // MARK: the Ready loop
+
+    private func process() {
+        var rounds = 0
+        while let raft, raft.hasReady, rounds < 16 {
+            rounds += 1
+            let rd = raft.ready()
+            persist(rd)
+            for message in rd.messages {
+                node.bus.send(to: message.to, type: .raft, payload: message.encode())
+            }
+            if let snapshot = rd.snapshot {
+                hooks.restore(snapshot)
+                appliedIndex = snapshot.index
+            }
+            for entry in rd.committedEntries {
+                if let started = proposedAtMicros.removeValue(forKey: entry.index) {
+                    node.metrics.recordMicros("concord_raft_commit_latency_seconds", [], EventLoop.monoMicros() - started)
+                }
+                if entry.kind == .normal { hooks.apply(entry) }
+                appliedIndex = entry.index
+            }
+            for read in rd.readStates { hooks.readState(read) }
+            if rd.roleChanged || rd.role != lastRole {
+                if rd.role == .leader && lastRole != .leader { elections += 1; node.metrics.increment("concord_raft_elections_won_total") }
+                if rd.role == .candidate || rd.role == .preCandidate { node.metrics.increment("concord_raft_campaigns_total") }
+                lastRole = rd.role
+                logger.info("raft role", metadata: ["role": "\(rd.role.externalName)", "leader": "\(rd.leader ?? "none")", "term": "\(raft.status.term)"])
+                hooks.roleChange(rd.role, rd.leader)
+            }
+            raft.advance(rd)
+        }
+        if let raft, raft.hasReady { scheduleProcess() }
+    }
+
+    private func persist(_ rd: Ready) {
+        var mode = "none"
+        var snapshot: Snapshot?
+        if let s = rd.snapshot { mode = "replace"; snapshot = s } else if let s = rd.compactedSnapshot { mode = "compact"; snapshot = s }
+        guard snapshot != nil || rd.hardState != nil || !rd.entries.isEmpty else { return }
+        var args: [[UInt8]] = [Array(mode.utf8)]
+        args.append(Array(String(snapshot?.index ?? 0).utf8))
+        args.append(Array(String(snapshot?.term ?? 0).utf8))
+        args.append(snapshot.map(RaftDriver.encodeSnapshotData) ?? [])
+        if let hs = rd.hardState {
+            args.append(Array("1".utf8)); args.append(Array(String(hs.term).utf8)); args.append(Array((hs.vote ?? "").utf8)); args.append(Array(String(hs.commit).utf8))
+        } else {
+            args.append(Array("0".utf8)); args.append([]); args.append([]); args.append([])
+        }
+        args.append(Array(String(rd.entries.first?.index ?? 0).utf8))
+        for entry in rd.entries { args.append(RaftDriver.encodeEntry(entry)) }
+        node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
+            if let error = reply.errorMessage { self?.recover(error) }
+        }
+    }
+
+    // MARK: storage encoding
+
+    static func encodeEntry(_ e: Entry) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(17 + e.data.count)
+        appendUInt64(e.term, &out); appendUInt64(e.index, &out); out.append(e.kind.rawValue)
+        out.append(contentsOf: e.data)
+        return out
+    }
+
+    static func decodeEntry(_ b: [UInt8]) throws -> Entry {
+        guard b.count >= 17, let kind = EntryKind(rawValue: b[16]) else { throw RuntimeError("bad stored raft entry") }
+        return Entry(term: readUInt64(b, 0), index: readUInt64(b, 8), kind: kind, data: Array(b[17...]))
+    }
+
+    static func encodeSnapshotData(_ s: Snapshot) -> [UInt8] {
+        var out: [UInt8] = [UInt8(min(s.voters.count, 255))]
+        for v in s.voters.prefix(255) { let u = Array(v.utf8.prefix(255)); out.append(UInt8(u.count)); out += u }
+        out += s.data
+        return out
+    }
+
+    static func decodeState(hard: RedisReply, snapshot: RedisReply, log: RedisReply) throws -> PersistentState? {
+        func fields(_ r: RedisReply) -> [String: [UInt8]] {
+            var out: [String: [UInt8]] = [:]
+            let items = r.array ?? []
+            var i = 0
+            while i + 1 < items.count { out[items[i].string ?? ""] = items[i + 1].bytes ?? []; i += 2 }
+            return out
+        }
+        let h = fields(hard), s = fields(snapshot)
+        let entries = try (log.array ?? []).map { try decodeEntry($0.bytes ?? []) }
+        if h.isEmpty && s.isEmpty && entries.isEmpty { return nil }
+        func int(_ b: [UInt8]?) -> UInt64 { UInt64(String(decoding: b ?? [], as: UTF8.self)) ?? 0 }
+        let vote = String(decoding: h["vote"] ?? [], as: UTF8.self)
+        let hardState = HardState(term: int(h["term"]), vote: vote.isEmpty ? nil : vote, commit: int(h["commit"]))
+        var snap: Snapshot?
+        if let data = s["data"], !s.isEmpty {
+            guard let count = data.first else { throw RuntimeError("bad stored snapshot") }
+            var i = 1
+            var voters: [String] = []
+            for _ in 0..<Int(count) {
+                guard i < data.count else { throw RuntimeError("bad stored snapshot") }
+                let n = Int(data[i]); i += 1
+                guard i + n <= data.count else { throw RuntimeError("bad stored snapshot") }
+                voters.append(String(decoding: data[i..<(i + n)], as: UTF8.self)); i += n
+            }
+            snap = Snapshot(index: int(s["index"]), term: int(s["term"]), voters: voters, data: Array(data[i...]))
+        }
+        // Entries must be consecutive and follow the snapshot.
+        var expected = (snap?.index ?? 0) + 1
+        for e in entries {
+            guard e.index == expected else { throw RuntimeError("stored raft log has a gap at \(expected) (found \(e.index))") }
+            expected += 1
+        }
+        return PersistentState(hardState: hardState, snapshot: snap, entries: entries)
+    }
+
+    private static func appendUInt64(_ v: UInt64, _ out: inout [UInt8]) {
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) }
+    }
+
+    private static func readUInt64(_ b: [UInt8], _ at: Int) -> UInt64 {
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | UInt64(b[at + i]) }
+        return v
+    }
+}

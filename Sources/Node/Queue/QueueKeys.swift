@@ -1,0 +1,98 @@
+// MARK: - Queue key layout (lua/README.md, "Queue")
+//
+// Every key of one partition shares the hash tag `{<topic>:<p>}`, so one Lua script may touch
+// them all and the layout moves to Redis Cluster unchanged:
+//
+//   P = concord:<cluster>:q:{<topic>:<p>}:        log, meta, dedup, dedup:exp, delayed,
+//                                                 delayed:data, groups, refs
+//   G = P + g:<group>:                            inflight, retry, attempts, dlq, dlq:ids, data
+//
+// Registries (outside any partition):
+//
+//   concord:<cluster>:q:topics                    hash  topic -> partition count (never changes)
+//   concord:<cluster>:q:groups:<topic>            set   group names ever used on the topic
+//
+// Topic and group names are percent-escaped (`%` `:` `{` `}`) before they go into a key, so
+// topic "a:1}:g:x" and a group of topic "a" can never build the same key.
+
+/// Percent-escapes the four characters that structure queue keys.
+public func queueKeyEscape(_ name: String) -> String {
+    var needs = false
+    for u in name.utf8 where u == 0x25 || u == 0x3A || u == 0x7B || u == 0x7D { needs = true; break }
+    if !needs { return name }
+    var out = ""
+    out.reserveCapacity(name.utf8.count + 8)
+    for ch in name.unicodeScalars {
+        switch ch {
+        case "%": out += "%25"
+        case ":": out += "%3A"
+        case "{": out += "%7B"
+        case "}": out += "%7D"
+        default: out.unicodeScalars.append(ch)
+        }
+    }
+    return out
+}
+
+/// Key names of one cluster's queues.
+public struct QueueKeys: Sendable {
+    public let cluster: String
+    public init(cluster: String) { self.cluster = cluster }
+
+    /// `concord:<cluster>:q:topics`: topic -> partitions.
+    public var topics: String { "concord:\(cluster):q:topics" }
+    /// `concord:<cluster>:q:groups:<topic>`: the topic's group names.
+    public func groups(topic: String) -> String { "concord:\(cluster):q:groups:\(queueKeyEscape(topic))" }
+
+    public func partition(topic: String, partition: Int) -> PartitionKeySet {
+        PartitionKeySet(prefix: "concord:\(cluster):q:{\(queueKeyEscape(topic)):\(partition)}:")
+    }
+}
+
+/// Keys of one partition (prefix `P`).
+public struct PartitionKeySet: Sendable {
+    public let prefix: String
+    public var log: String { prefix + "log" }
+    public var meta: String { prefix + "meta" }
+    public var dedup: String { prefix + "dedup" }
+    public var dedupExp: String { prefix + "dedup:exp" }
+    public var delayed: String { prefix + "delayed" }
+    public var delayedData: String { prefix + "delayed:data" }
+    public var groups: String { prefix + "groups" }
+    public var refs: String { prefix + "refs" }
+    public func group(_ name: String) -> GroupKeySet { GroupKeySet(prefix: prefix + "g:\(queueKeyEscape(name)):") }
+
+    // The KEYS of each script, in the order its header names them.
+
+    /// queue_produce-6: log, meta, dedup, dedup:exp, delayed, delayed:data
+    public var produceKeys: [String] { [log, meta, dedup, dedupExp, delayed, delayedData] }
+    /// queue_group-2: meta, groups
+    public var groupKeys: [String] { [meta, groups] }
+    /// queue_promote-4: log, meta, delayed, delayed:data
+    public var promoteKeys: [String] { [log, meta, delayed, delayedData] }
+    /// queue_trim-3: log, groups, refs
+    public var trimKeys: [String] { [log, groups, refs] }
+    /// queue_consume-8: log, meta, groups, refs, G inflight, G retry, G attempts, G data
+    public func consumeKeys(_ g: GroupKeySet) -> [String] { [log, meta, groups, refs, g.inflight, g.retry, g.attempts, g.data] }
+    /// queue_ack-5: refs, G inflight, G retry, G attempts, G data
+    public func ackKeys(_ g: GroupKeySet) -> [String] { [refs, g.inflight, g.retry, g.attempts, g.data] }
+    /// queue_nack-8 and queue_redeliver-8: log, refs, G inflight, retry, attempts, dlq, dlq:ids, data
+    public func nackKeys(_ g: GroupKeySet) -> [String] { [log, refs, g.inflight, g.retry, g.attempts, g.dlq, g.dlqIds, g.data] }
+    /// queue_status-7: log, meta, delayed, groups, G inflight, G retry, G dlq
+    public func statusKeys(_ g: GroupKeySet) -> [String] { [log, meta, delayed, groups, g.inflight, g.retry, g.dlq] }
+}
+
+/// Keys of one group in one partition (prefix `G`).
+public struct GroupKeySet: Sendable {
+    public let prefix: String
+    public var inflight: String { prefix + "inflight" }
+    public var retry: String { prefix + "retry" }
+    public var attempts: String { prefix + "attempts" }
+    public var dlq: String { prefix + "dlq" }
+    public var dlqIds: String { prefix + "dlq:ids" }
+    public var data: String { prefix + "data" }
+    /// queue_dlq-2: dlq, data
+    public var dlqKeys: [String] { [dlq, data] }
+    /// queue_redrive-5: retry, attempts, dlq, dlq:ids, data
+    public var redriveKeys: [String] { [retry, attempts, dlq, dlqIds, data] }
+}

@@ -1,0 +1,163 @@
+import Runtime
+
+// MARK: - Queue request bodies (CONTRACT §2.2), parsed and validated in full before any state
+// is touched: a 400 names the field and nothing is stored.
+
+/// Limits of the queue API. Script-side limits (lua/README.md) are the same or wider.
+public enum QueueLimits {
+    public static let partitionsDefault: Int64 = 8
+    public static let partitionsRange: ClosedRange<Int64> = 1...256
+    public static let batchMax = 1000
+    public static let delayMsRange: ClosedRange<Int64> = 0...2_592_000_000          // 30 days
+    public static let maxAttemptsRange: ClosedRange<Int64> = 1...10_000
+    public static let maxAttemptsDefault: Int64 = 5
+    public static let consumeMaxRange: ClosedRange<Int64> = 1...1000
+    public static let visibilityMsRange: ClosedRange<Int64> = 1...43_200_000        // 12 h
+    public static let visibilityMsDefault: Int64 = 30_000
+    public static let waitMsRange: ClosedRange<Int64> = 0...60_000
+    public static let nackDelayMsRange: ClosedRange<Int64> = 0...43_200_000
+    public static let dlqLimitRange: ClosedRange<Int64> = 1...1000
+    public static let dlqLimitDefault: Int64 = 100
+    public static let dedupWindowMs: Int64 = 86_400_000                              // 24 h
+    public static let defaultGroup = "default"
+}
+
+public struct ProduceMessage: Sendable {
+    public var id: String?
+    public var key: String?
+    public var body: String          // serialized JSON
+    public var delayMs: Int64
+    public var maxAttempts: Int64
+}
+
+public struct ProduceRequest: Sendable {
+    public var topic: String
+    public var messages: [ProduceMessage]
+    /// `messages` form (answer with a list) rather than the single form.
+    public var batch: Bool
+
+    public init(_ object: JSONValue) throws {
+        let f = Fields(object)
+        topic = try f.name("topic")
+        if f.has("messages") {
+            if f.has("body") { throw HTTPError.badRequest("give either 'body' or 'messages', not both") }
+            let items = try f.array("messages", maxCount: QueueLimits.batchMax)
+            messages = []
+            messages.reserveCapacity(items.count)
+            for (i, item) in items.enumerated() {
+                guard case .object = item else { throw HTTPError.badRequest("field 'messages[\(i)]' must be an object") }
+                messages.append(try ProduceRequest.message(item, prefix: "messages[\(i)].", required: true))
+            }
+            batch = true
+        } else {
+            messages = [try ProduceRequest.message(object, prefix: "", required: true)]
+            batch = false
+        }
+    }
+
+    static func message(_ object: JSONValue, prefix: String, required: Bool) throws -> ProduceMessage {
+        let f = Fields(object)
+        func renamed<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch let e as HTTPError where !prefix.isEmpty {
+                // Name the field with its position in the batch: 'messages[3].delay_ms'.
+                throw HTTPError.badRequest(e.message.replacingOccurrences(of: "'", with: "'\(prefix)", options: [], range: e.message.range(of: "'")))
+            }
+        }
+        guard let body = object["body"] else { throw HTTPError.badRequest("missing field '\(prefix)body'") }
+        let id = try renamed { try f.optionalName("id") }
+        let key = try renamed { try f.optionalName("key") }
+        let delay = try renamed { try f.int("delay_ms", default: 0, in: QueueLimits.delayMsRange) }
+        let attempts = try renamed { try f.int("max_attempts", default: QueueLimits.maxAttemptsDefault, in: QueueLimits.maxAttemptsRange) }
+        return ProduceMessage(id: id, key: key, body: body.serialized(), delayMs: delay, maxAttempts: attempts)
+    }
+}
+
+public struct ConsumeRequest: Sendable {
+    public var topic: String
+    public var group: String
+    public var consumer: String
+    public var max: Int
+    public var visibilityMs: Int64
+    public var waitMs: Int64
+
+    public init(_ object: JSONValue) throws {
+        let f = Fields(object)
+        topic = try f.name("topic")
+        group = try f.optionalName("group") ?? QueueLimits.defaultGroup
+        consumer = try f.name("consumer")
+        max = Int(try f.int("max", default: 1, in: QueueLimits.consumeMaxRange))
+        visibilityMs = try f.int("visibility_ms", default: QueueLimits.visibilityMsDefault, in: QueueLimits.visibilityMsRange)
+        waitMs = try f.int("wait_ms", default: 0, in: QueueLimits.waitMsRange)
+    }
+}
+
+public struct AckRequest: Sendable {
+    public var topic: String
+    public var group: String
+    public var receipts: [String]
+
+    public init(_ object: JSONValue) throws {
+        let f = Fields(object)
+        topic = try f.name("topic")
+        group = try f.optionalName("group") ?? QueueLimits.defaultGroup
+        let items = try f.array("receipts", maxCount: QueueLimits.batchMax)
+        receipts = try items.enumerated().map { i, v in
+            guard let s = v.stringValue else { throw HTTPError.badRequest("field 'receipts[\(i)]' must be a string") }
+            return try Validate.name(s, field: "receipts[\(i)]")
+        }
+    }
+}
+
+public struct NackRequest: Sendable {
+    public var topic: String
+    public var group: String
+    public var receipt: String
+    public var delayMs: Int64?
+
+    public init(_ object: JSONValue) throws {
+        let f = Fields(object)
+        topic = try f.name("topic")
+        group = try f.optionalName("group") ?? QueueLimits.defaultGroup
+        receipt = try f.name("receipt")
+        delayMs = try f.optionalInt("delay_ms", in: QueueLimits.nackDelayMsRange)
+    }
+}
+
+public struct TopicRequest: Sendable {
+    public var topic: String
+    public var partitions: Int
+
+    public init(_ object: JSONValue) throws {
+        let f = Fields(object)
+        topic = try f.name("topic")
+        partitions = Int(try f.int("partitions", default: QueueLimits.partitionsDefault, in: QueueLimits.partitionsRange))
+    }
+}
+
+public struct RedriveRequest: Sendable {
+    public var topic: String
+    public var group: String
+    public var ids: [String]?
+
+    public init(_ object: JSONValue) throws {
+        let f = Fields(object)
+        topic = try f.name("topic")
+        group = try f.optionalName("group") ?? QueueLimits.defaultGroup
+        if f.has("ids") {
+            guard let items = object["ids"]?.arrayValue else { throw HTTPError.badRequest("field 'ids' must be an array") }
+            guard items.count <= QueueLimits.batchMax else { throw HTTPError.badRequest("field 'ids' has more than \(QueueLimits.batchMax) items") }
+            ids = try items.enumerated().map { i, v in
+                guard let s = v.stringValue else { throw HTTPError.badRequest("field 'ids[\(i)]' must be a string") }
+                return try Validate.name(s, field: "ids[\(i)]")
+            }
+        }
+    }
+}
+
+/// `<partition>:<seq>:<delivery>` -> the partition, if well formed and below `partitions`.
+func receiptPartition(_ receipt: String, partitions: Int) -> Int? {
+    guard let colon = receipt.utf8.firstIndex(of: 0x3A) else { return nil }
+    let head = receipt.utf8[receipt.utf8.startIndex..<colon]
+    guard !head.isEmpty, head.count <= 5, let p = Int(Substring(head)), p >= 0, p < partitions else { return nil }
+    return p
+}
