@@ -143,7 +143,7 @@ final class RaftDriver {
     func propose(_ data: [UInt8]) -> ProposeResult {
         guard let raft else { return .notLeader(leader: nil) }
         let result = raft.propose(data)
-        if case .accepted(let index, _) = result, proposedAtMicros.count < 100_000 {
+        if case .accepted(let index) = result, proposedAtMicros.count < 100_000 {
             proposedAtMicros[index] = EventLoop.monoMicros()
         }
         scheduleProcess()

@@ -1,0 +1,268 @@
+import Foundation
+import XCTest
+@testable import Runtime
+
+/// Locks decided by Raft among three real node processes over one real redis-server.
+final class LockIntegrationTests: XCTestCase {
+    // MARK: helpers
+
+    private func leader(_ c: TestCluster, among nodes: [NodeProcess]? = nil) throws -> NodeProcess? {
+        for n in nodes ?? c.nodes {
+            if let s = try? n.client(timeoutMs: 1000).get("/raft/state").json, s["role"]?.stringValue == "leader" { return n }
+        }
+        return nil
+    }
+
+    @discardableResult
+    private func waitLeader(_ c: TestCluster, among nodes: [NodeProcess]? = nil, seconds: Double = 5) throws -> NodeProcess {
+        var found: NodeProcess?
+        try waitUntil("a leader", seconds: seconds) {
+            found = try leader(c, among: nodes)
+            guard let l = found else { return false }
+            // Every listed node agrees on it.
+            return try (nodes ?? c.nodes).allSatisfy { try $0.client(timeoutMs: 1000).get("/raft/state").json?["leader"]?.stringValue == l.id }
+        }
+        return found!
+    }
+
+    private func acquire(_ n: NodeProcess, _ resource: String, _ owner: String, mode: String = "exclusive", ttl: Int = 30000, wait: Int = 0, requestId: String? = nil) throws -> HTTPResponse {
+        var body: [(String, JSONValue)] = [("resource", .string(resource)), ("owner", .string(owner)), ("mode", .string(mode)), ("ttl_ms", .int(ttl)), ("wait_ms", .int(wait))]
+        if let requestId { body.append(("request_id", .string(requestId))) }
+        return try n.client(timeoutMs: 30_000).post("/lock/acquire", .object(body))
+    }
+
+    private func release(_ n: NodeProcess, _ resource: String, _ owner: String, token: UInt64? = nil) throws -> HTTPResponse {
+        var body: [(String, JSONValue)] = [("resource", .string(resource)), ("owner", .string(owner))]
+        if let token { body.append(("fencing_token", .int(token))) }
+        return try n.client().post("/lock/release", .object(body))
+    }
+
+    private func status(_ n: NodeProcess, _ resource: String) throws -> JSONValue {
+        try n.client().get("/lock/status/\(resource)").json ?? .null
+    }
+
+    /// Runs a blocking call on another thread; `result()` waits for it.
+    final class Async<T>: @unchecked Sendable {
+        private var value: Result<T, Error>?
+        private let done = DispatchSemaphore(value: 0)
+        init(_ body: @escaping () throws -> T) {
+            nonisolated(unsafe) let work = body
+            let t = Thread { [self] in
+                value = Result { try work() }
+                done.signal()
+            }
+            t.start()
+        }
+        func result(seconds: Double = 30) throws -> T {
+            guard done.wait(timeout: .now() + seconds) == .success else { throw TestError.timeout("async call") }
+            return try value!.get()
+        }
+    }
+
+    // MARK: tests
+
+    func testLeaderWithinTwoSecondsThenAcquireThroughAFollower() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c, seconds: 2)
+        let follower = c.nodes.first { $0.id != l.id }!
+        let r = try acquire(follower, "r1", "alice", ttl: 10_000)
+        XCTAssertEqual(r.status, 200, r.text)
+        let grant = r.json!
+        XCTAssertEqual(grant["resource"]?.stringValue, "r1")
+        XCTAssertEqual(grant["owner"]?.stringValue, "alice")
+        XCTAssertEqual(grant["mode"]?.stringValue, "exclusive")
+        XCTAssertGreaterThan(grant["fencing_token"]?.int64Value ?? 0, 0)
+        XCTAssertGreaterThan(grant["expires_at_ms"]?.int64Value ?? 0, Int64(Date().timeIntervalSince1970 * 1000))
+        // Held: another owner conflicts, through any node.
+        let other = try acquire(c.nodes.last!, "r1", "bob")
+        XCTAssertEqual(other.status, 409)
+        XCTAssertEqual(other.json?["error"]?.stringValue, "conflict")
+        // Same owner again: same grant, lease extended.
+        let again = try acquire(l, "r1", "alice", ttl: 20_000)
+        XCTAssertEqual(again.json?["fencing_token"], grant["fencing_token"])
+        XCTAssertGreaterThan(again.json?["expires_at_ms"]?.int64Value ?? 0, grant["expires_at_ms"]?.int64Value ?? 0)
+        // Status is linearizable on every node.
+        for n in c.nodes {
+            let s = try status(n, "r1")
+            XCTAssertEqual(s["mode"]?.stringValue, "exclusive")
+            XCTAssertEqual(s["holders"]?.arrayValue?.first?["owner"]?.stringValue, "alice")
+        }
+        XCTAssertEqual(try release(follower, "r1", "alice", token: 999_999).json?["error"]?.stringValue, "stale_token")
+        XCTAssertEqual(try release(follower, "r1", "alice").status, 200)
+        XCTAssertEqual(try release(follower, "r1", "alice").json?["error"]?.stringValue, "not_held")
+        XCTAssertEqual(try status(follower, "r1")["mode"]?.stringValue, "free")
+        let renew = try follower.client().post("/lock/renew", .object([("resource", .string("r1")), ("owner", .string("alice")), ("ttl_ms", .int(1000))]))
+        XCTAssertEqual(renew.status, 404)
+    }
+
+    func testKillingTheLeaderKeepsEveryGrantAndTokensKeepGrowing() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        var grants: [String: JSONValue] = [:]
+        for i in 0..<5 {
+            let r = try acquire(c.nodes[i % 3], "k\(i)", "owner\(i)", ttl: 60_000)
+            XCTAssertEqual(r.status, 200, r.text)
+            grants["k\(i)"] = r.json!
+        }
+        let maxToken = grants.values.compactMap { $0["fencing_token"]?.int64Value }.max()!
+        let killedAt = Date()
+        l.kill9()
+        let survivors = c.nodes.filter { $0.id != l.id }
+        let newLeader = try waitLeader(c, among: survivors, seconds: 5)
+        print("new leader \(newLeader.id) after \(Date().timeIntervalSince(killedAt)) s")
+        for (resource, grant) in grants {
+            let s = try status(survivors[0], resource)
+            let holder = s["holders"]?.arrayValue?.first
+            XCTAssertEqual(holder?["owner"], grant["owner"], resource)
+            XCTAssertEqual(holder?["fencing_token"], grant["fencing_token"], resource)
+            XCTAssertGreaterThanOrEqual(holder?["expires_at_ms"]?.int64Value ?? 0, grant["expires_at_ms"]?.int64Value ?? .max, "a lease must never be shortened")
+        }
+        let next = try acquire(survivors[1], "fresh", "zed")
+        XCTAssertEqual(next.status, 200, next.text)
+        XCTAssertGreaterThan(next.json?["fencing_token"]?.int64Value ?? 0, maxToken)
+        // The killed node comes back from its Redis state and catches up.
+        try l.start()
+        try l.waitHealthy()
+        try waitUntil("restarted node catches up", seconds: 10) {
+            let leaderCommit = try newLeader.client().get("/raft/state").json?["commit_index"]?.int64Value ?? -1
+            let mine = try l.client().get("/raft/state").json?["commit_index"]?.int64Value ?? -2
+            return mine >= leaderCommit && leaderCommit > 0
+        }
+        XCTAssertEqual(try status(l, "fresh")["holders"]?.arrayValue?.first?["owner"]?.stringValue, "zed")
+    }
+
+    func testRedisRestartWithAOFLosesNoGrant() throws {
+        let c = try TestCluster(nodes: 3, aof: true)
+        try waitLeader(c)
+        let r = try acquire(c.nodes[1], "durable", "dora", ttl: 120_000)
+        XCTAssertEqual(r.status, 200, r.text)
+        try c.redis.restart()
+        try waitLeader(c, seconds: 15)
+        try waitUntil("status readable after the restart", seconds: 10) {
+            try c.nodes[2].client().get("/lock/status/durable").status == 200
+        }
+        let s = try status(c.nodes[2], "durable")
+        XCTAssertEqual(s["holders"]?.arrayValue?.first?["owner"]?.stringValue, "dora", c.dumpLogs())
+        XCTAssertEqual(s["holders"]?.arrayValue?.first?["fencing_token"], r.json?["fencing_token"])
+        var next: HTTPResponse?
+        try waitUntil("a new grant after the restart", seconds: 10) {
+            next = try acquire(c.nodes[0], "after", "eve")
+            return next?.status == 200
+        }
+        XCTAssertGreaterThan(next?.json?["fencing_token"]?.int64Value ?? 0, r.json?["fencing_token"]?.int64Value ?? .max)
+    }
+
+    func testDeadlockBetweenOwnersOnDifferentNodesPicksTheYoungest() throws {
+        let c = try TestCluster(nodes: 3)
+        try waitLeader(c)
+        let n1 = c.node("n1"), n2 = c.node("n2")
+        XCTAssertEqual(try acquire(n1, "A", "old").status, 200)
+        XCTAssertEqual(try acquire(n2, "B", "young").status, 200)
+        let oldWaits = Async { try self.acquire(n1, "B", "old", wait: 20_000) }
+        try waitUntil("old waits for B", seconds: 5) { try self.status(n2, "B")["waiters"]?.arrayValue?.count == 1 }
+        let youngWaits = try acquire(n2, "A", "young", wait: 20_000)
+        XCTAssertEqual(youngWaits.status, 409, youngWaits.text)
+        XCTAssertEqual(youngWaits.json?["error"]?.stringValue, "deadlock")
+        let cycle = youngWaits.json?["cycle"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        XCTAssertEqual(Set(cycle), ["old", "young"])
+        XCTAssertEqual(cycle.first, "young")
+        // The victim keeps what it holds; once it releases, the older owner gets B.
+        XCTAssertEqual(try status(n1, "B")["holders"]?.arrayValue?.first?["owner"]?.stringValue, "young")
+        XCTAssertEqual(try release(n2, "B", "young").status, 200)
+        let granted = try oldWaits.result()
+        XCTAssertEqual(granted.status, 200, granted.text)
+        XCTAssertEqual(granted.json?["owner"]?.stringValue, "old")
+    }
+
+    func testWaitersAreServedInFIFOOrderAndSharedDoesNotOvertakeExclusive() throws {
+        let c = try TestCluster(nodes: 3)
+        try waitLeader(c)
+        let n = c.nodes
+        XCTAssertEqual(try acquire(n[0], "q", "holder").status, 200)
+        let w1 = Async { try self.acquire(n[1], "q", "w1", mode: "exclusive", wait: 20_000) }
+        try waitUntil("w1 queued", seconds: 5) { try self.status(n[0], "q")["waiters"]?.arrayValue?.count == 1 }
+        let w2 = Async { try self.acquire(n[2], "q", "w2", mode: "shared", wait: 20_000) }
+        try waitUntil("w2 queued", seconds: 5) { try self.status(n[0], "q")["waiters"]?.arrayValue?.count == 2 }
+        let w3 = Async { try self.acquire(n[0], "q", "w3", mode: "shared", wait: 20_000) }
+        try waitUntil("w3 queued", seconds: 5) { try self.status(n[0], "q")["waiters"]?.arrayValue?.count == 3 }
+        let order = try status(n[1], "q")["waiters"]?.arrayValue?.compactMap { $0["owner"]?.stringValue }
+        XCTAssertEqual(order, ["w1", "w2", "w3"])
+        XCTAssertEqual(try release(n[0], "q", "holder").status, 200)
+        let g1 = try w1.result()
+        XCTAssertEqual(g1.status, 200)
+        // w2 and w3 (shared) must not have overtaken w1 (exclusive): they still wait.
+        XCTAssertEqual(try status(n[2], "q")["waiters"]?.arrayValue?.count, 2)
+        XCTAssertEqual(try release(n[1], "q", "w1").status, 200)
+        let g2 = try w2.result(), g3 = try w3.result()
+        XCTAssertEqual(g2.status, 200); XCTAssertEqual(g3.status, 200)
+        XCTAssertEqual(try status(n[0], "q")["mode"]?.stringValue, "shared")
+        XCTAssertGreaterThan(g2.json?["fencing_token"]?.int64Value ?? 0, g1.json?["fencing_token"]?.int64Value ?? .max)
+    }
+
+    func testAnExpiringLeasePassesTheLockToTheNextWaiter() throws {
+        let c = try TestCluster(nodes: 3)
+        try waitLeader(c)
+        let first = try acquire(c.nodes[0], "lease", "short", ttl: 400)
+        XCTAssertEqual(first.status, 200)
+        let started = Date()
+        let next = try acquire(c.nodes[1], "lease", "patient", wait: 10_000)
+        XCTAssertEqual(next.status, 200, next.text)
+        XCTAssertGreaterThan(next.json?["fencing_token"]?.int64Value ?? 0, first.json?["fencing_token"]?.int64Value ?? .max)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        // A wait that times out answers 409 timeout.
+        let timeout = try acquire(c.nodes[2], "lease", "late", wait: 300)
+        XCTAssertEqual(timeout.status, 409)
+        XCTAssertEqual(timeout.json?["error"]?.stringValue, "timeout")
+    }
+
+    func testRequestIDRetryMakesNoSecondGrant() throws {
+        let c = try TestCluster(nodes: 3)
+        try waitLeader(c)
+        let a = try acquire(c.nodes[0], "idem", "o", requestId: "req-1")
+        let b = try acquire(c.nodes[1], "idem", "o", requestId: "req-1")
+        XCTAssertEqual(a.status, 200); XCTAssertEqual(b.status, 200)
+        XCTAssertEqual(a.json?["fencing_token"], b.json?["fencing_token"])
+    }
+
+    func testBadInputAnswers400AndChangesNothing() throws {
+        let c = try TestCluster(nodes: 3)
+        try waitLeader(c)
+        let n = c.nodes[1].client()
+        let bodies = [
+            "", "{", "[]", "\"x\"", "{}",
+            #"{"owner":"a"}"#, #"{"resource":"r"}"#, #"{"resource":1,"owner":"a"}"#, #"{"resource":"r","owner":null}"#,
+            #"{"resource":"","owner":"a"}"#, #"{"resource":"r","owner":""}"#,
+            #"{"resource":"\#(String(repeating: "x", count: 257))","owner":"a"}"#, #"{"resource":"a\u0001b","owner":"a"}"#,
+            #"{"resource":"r","owner":"a","mode":"weird"}"#, #"{"resource":"r","owner":"a","mode":1}"#,
+            #"{"resource":"r","owner":"a","ttl_ms":99}"#, #"{"resource":"r","owner":"a","ttl_ms":3600001}"#, #"{"resource":"r","owner":"a","ttl_ms":"100"}"#,
+            #"{"resource":"r","owner":"a","ttl_ms":1000.5}"#, #"{"resource":"r","owner":"a","wait_ms":-1}"#, #"{"resource":"r","owner":"a","wait_ms":300001}"#,
+            #"{"resource":"r","owner":"a","request_id":""}"#, #"{"resource":"r","owner":"a","request_id":5}"#,
+        ]
+        for body in bodies {
+            let r = try n.request("POST", "/lock/acquire", body: Array(body.utf8))
+            XCTAssertEqual(r.status, 400, "acquire \(body): \(r.text)")
+            XCTAssertEqual(r.json?["error"]?.stringValue, "bad_request", body)
+        }
+        for body in [#"{"owner":"a"}"#, #"{"resource":"r","owner":"a","fencing_token":"x"}"#, #"{"resource":"r","owner":"a","fencing_token":-1}"#] {
+            XCTAssertEqual(try n.request("POST", "/lock/release", body: Array(body.utf8)).status, 400, body)
+        }
+        for body in [#"{"resource":"r","owner":"a"}"#, #"{"resource":"r","owner":"a","ttl_ms":50}"#] {
+            XCTAssertEqual(try n.request("POST", "/lock/renew", body: Array(body.utf8)).status, 400, body)
+        }
+        XCTAssertEqual(try n.get("/lock/status/\(String(repeating: "y", count: 300))").status, 400)
+        XCTAssertEqual(try n.get("/lock/status").json?["locks"]?.arrayValue?.count, 0, "bad input must change nothing")
+        XCTAssertEqual(try n.request("PUT", "/lock/acquire").status, 405)
+    }
+
+    func testSIGTERMOnTheLeaderHandsLeadershipOverAtOnce() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        XCTAssertEqual(try acquire(c.nodes[0], "keep", "k").status, 200)
+        let stoppedAt = Date()
+        XCTAssertEqual(l.stop(), 0)
+        let survivors = c.nodes.filter { $0.id != l.id }
+        try waitLeader(c, among: survivors, seconds: 3)
+        print("leadership handed over; new leader known \(Date().timeIntervalSince(stoppedAt)) s after SIGTERM")
+        XCTAssertEqual(try status(survivors[0], "keep")["holders"]?.arrayValue?.first?["owner"]?.stringValue, "k")
+    }
+}
