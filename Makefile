@@ -17,7 +17,7 @@ release:
 	swift build -c release --product concord
 
 raft-seeds:     ## many more Raft simulation seeds, e.g. make raft-seeds SEEDS=100000
-	RAFT_SIM_SEEDS=$${SEEDS:-100000} swift test -c release --filter RaftSimulationTests
+	RAFT_SIM_SEEDS=$${SEEDS:-100000} swift test -c release -Xswiftc -enable-testing --scratch-path .build-release-tests --filter RaftTests.SimulationTests/testSeededSimulation
 
 clean:
 	rm -rf .build .build-*

@@ -34,8 +34,9 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .target(name: "Node", dependencies: [
-            "Runtime", "Raft", "Locks", "Placement", "Cache",
+            "Runtime", "Raft", "Locks", "Placement", "Cache", "CLibevent",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
         .executableTarget(name: "concord", dependencies: [

@@ -1,4 +1,5 @@
 import CLibevent
+import CoreMetrics
 import Foundation
 import Logging
 import Runtime
@@ -197,10 +198,22 @@ public final class ConcordNode {
     // MARK: metrics
 
     private func wireMetrics() {
+        // Handlers cached per (route, method, status): the hot path builds no label strings.
+        struct RequestKey: Hashable { let route: String; let method: HTTPMethod; let status: Int }
+        var handlers: [RequestKey: (CoreMetrics.Counter, CoreMetrics.Timer)] = [:]
         http.onFinish = { [metrics] request in
-            let labels = [("route", request.route), ("method", request.methodText), ("status", String(request.status))]
-            metrics.increment("concord_http_requests_total", labels)
-            metrics.recordMicros("concord_http_request_duration_seconds", [("route", request.route), ("status", String(request.status))], EventLoop.monoMicros() - request.startMicros)
+            let key = RequestKey(route: request.route, method: request.method, status: request.status)
+            let pair: (CoreMetrics.Counter, CoreMetrics.Timer)
+            if let cached = handlers[key] {
+                pair = cached
+            } else {
+                let status = String(request.status)
+                pair = (metrics.counter("concord_http_requests_total", [("route", request.route), ("method", request.methodText), ("status", status)]),
+                        metrics.timer("concord_http_request_duration_seconds", [("route", request.route), ("status", status)]))
+                if handlers.count < 1000 { handlers[key] = pair }
+            }
+            pair.0.increment()
+            pair.1.recordNanoseconds((EventLoop.monoMicros() - request.startMicros) * 1000)
         }
         for conn in [redis, subscriber] {
             conn.onStateChange = { [metrics, logger, weak conn] ready in

@@ -660,7 +660,7 @@ public final class RaftNode {
         log.append(entry)
         broadcastPending = true
         if voters.count == 1 { maybeCommit() }
-        return .accepted(index: entry.index, term: term)
+        return .accepted(index: entry.index)
     }
 
     /// Thesis §6.4 ReadIndex. Returns false if this node cannot serve it (not leader, transfer

@@ -274,9 +274,10 @@ public struct ReadState: Equatable, Sendable {
 }
 
 public enum ProposeResult: Equatable, Sendable {
-    /// Appended to the leader's log at `index`; it is committed once it appears in
-    /// `Ready.committedEntries` (with the same term), or lost if another entry takes the index.
-    case accepted(index: UInt64, term: UInt64)
+    /// Appended to the leader's log at `index` in the leader's current term (`status.term`
+    /// right after the call); it is committed once it appears in `Ready.committedEntries`
+    /// with that term, or lost if an entry of another term takes the index.
+    case accepted(index: UInt64)
     /// This node is not the leader; `leader` is the last known one.
     case notLeader(leader: NodeID?)
     /// Leader, but refusing now: leadership transfer in progress or too many uncommitted entries.

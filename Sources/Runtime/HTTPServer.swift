@@ -91,14 +91,13 @@ public final class HTTPServer {
             request.fail(HTTPError.unavailable("node is shutting down"))
             return
         }
-        request.deadlineTimer = loop.after(ms: requestDeadlineMs) { [weak request] in
-            request?.fail(HTTPError(503, "unavailable", "request deadline passed", retryAfterSeconds: 1))
-        }
         if request.bodyTooLarge {
             request.fail(HTTPError(413, "too_large", "body over \(HTTPServer.maxBodyBytes) bytes"))
             return
         }
         handler?(request)
+        // Most answers are synchronous; only a request still open gets a deadline timer.
+        if !request.isDone && request.deadlineTimer == nil { rearm(request, ms: requestDeadlineMs) }
     }
 
     fileprivate func rearm(_ request: HTTPRequest, ms: Int) {

@@ -230,8 +230,8 @@ public final class Simulation {
                     if let leader = stableLeader(), let raft = nodes[leader].raft {
                         proposalCounter += 1
                         probeData = Array("probe-\(proposalCounter)".utf8)
-                        if case let .accepted(index, term) = raft.propose(probeData) {
-                            probeIndex = (index, term)
+                        if case let .accepted(index) = raft.propose(probeData) {
+                            probeIndex = (index, raft.term)
                             try drain(leader)
                         }
                     }
