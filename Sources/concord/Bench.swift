@@ -115,7 +115,7 @@ func redisBenchmark(port: Int, host: String, test: String, clients: Int, request
     p.standardError = FileHandle.nullDevice
     guard (try? p.run()) != nil else { return nil }
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
+    waitExit(p)
     let text = String(decoding: data, as: UTF8.self)
     // CSV: "test","rps",...
     for line in text.split(separator: "\n") {
@@ -127,7 +127,7 @@ func redisBenchmark(port: Int, host: String, test: String, clients: Int, request
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Load generator: ops/s and latency percentiles, with a baseline in the same run.",
-                                                    subcommands: [BenchHTTP.self])
+                                                    subcommands: [BenchHTTP.self, BenchLocks.self, BenchFailover.self, BenchQueue.self, BenchCache.self])
 }
 
 struct BenchOptions: ParsableArguments {

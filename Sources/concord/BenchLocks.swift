@@ -103,8 +103,9 @@ struct BenchFailover: ParsableCommand {
                 while !stopFlag.isSet {
                     i += 1
                     let resource = "fo-\(w)-\(i % 4)"
+                    let started = EventLoop.monoMicros()
                     if let r = try? client.post("/lock/acquire", .object([("resource", .string(resource)), ("owner", .string("w\(w)")), ("ttl_ms", .int(2000))])), r.status == 200 {
-                        lastGrant.mark()
+                        lastGrant.mark(startedAt: started)
                         _ = try? client.post("/lock/release", .object([("resource", .string(resource)), ("owner", .string("w\(w)"))]))
                     } else {
                         usleep(2000)
@@ -117,11 +118,12 @@ struct BenchFailover: ParsableCommand {
             usleep(500_000)
             guard let leader = harness.waitLeader(seconds: 10) else { die("no leader before round \(round)") }
             let killedAt = EventLoop.monoMicros()
+            lastGrant.arm(after: killedAt)
             harness.kill(leader)
             var recovered: Int64?
             let deadline = killedAt + 10_000_000
             while EventLoop.monoMicros() < deadline {
-                if lastGrant.micros > killedAt { recovered = lastGrant.micros; break }
+                if let t = lastGrant.firstCompletion { recovered = t; break }
                 usleep(1000)
             }
             guard let recovered else { die("no grant within 10 s of killing \(leader)") }
@@ -144,11 +146,18 @@ struct BenchFailover: ParsableCommand {
     }
 }
 
+/// The completion time of the first grant whose request was sent after the kill (a grant
+/// answered from before the kill proves nothing about the new leader).
 final class GrantClock: @unchecked Sendable {
     private let lock = NSLock()
-    private var last: Int64 = 0
-    func mark() { lock.lock(); last = EventLoop.monoMicros(); lock.unlock() }
-    var micros: Int64 { lock.lock(); defer { lock.unlock() }; return last }
+    private var threshold = Int64.max
+    private var first: Int64?
+    func arm(after micros: Int64) { lock.lock(); threshold = micros; first = nil; lock.unlock() }
+    func mark(startedAt: Int64) {
+        let now = EventLoop.monoMicros()
+        lock.lock(); if startedAt > threshold && first == nil { first = now }; lock.unlock()
+    }
+    var firstCompletion: Int64? { lock.lock(); defer { lock.unlock() }; return first }
 }
 
 final class StopFlag: @unchecked Sendable {
@@ -230,15 +239,15 @@ final class LocalHarness {
     func kill(_ i: Int) {
         guard let p = nodes[i] else { return }
         Foundation.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        waitExit(p)
         nodes[i] = nil
     }
 
     func restart(_ i: Int) throws { try start(i) }
 
     func stop() {
-        for i in 0..<count { if let p = nodes[i] { Foundation.kill(p.processIdentifier, SIGTERM); p.waitUntilExit() } }
-        if let r = redis { Foundation.kill(r.processIdentifier, SIGKILL); r.waitUntilExit() }
+        for i in 0..<count { if let p = nodes[i] { Foundation.kill(p.processIdentifier, SIGTERM); waitExit(p) } }
+        if let r = redis { Foundation.kill(r.processIdentifier, SIGKILL); waitExit(r) }
         try? FileManager.default.removeItem(at: dir)
     }
 }

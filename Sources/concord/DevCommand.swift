@@ -80,11 +80,12 @@ struct DevCommand: ParsableCommand {
             s.resume()
             return s
         }
-        // Also stop if every node exits on its own.
-        let started = children
-        DispatchQueue.global().async {
-            for c in started { c.waitUntilExit() }
-            stop.signal()
+        // Also stop if every node exits on its own. (Not `waitUntilExit` on a background
+        // thread: on Linux it spins a run loop that has no sources.)
+        let exited = ExitCounter(total: children.count) { stop.signal() }
+        for c in children {
+            c.terminationHandler = { _ in exited.one() }
+            if !c.isRunning { exited.one() }
         }
         stop.wait()
         _ = sources
@@ -99,7 +100,7 @@ struct DevCommand: ParsableCommand {
             let d = Date().addingTimeInterval(3)
             while p.isRunning && Date() < d { usleep(50_000) }
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            p.waitUntilExit()
+            while p.isRunning { usleep(10_000) }
         }
         if let tempDir { try? FileManager.default.removeItem(at: tempDir) }
         print("stopped")
@@ -155,4 +156,21 @@ func waitForRedis(port: Int, timeoutMs: Int) -> Bool {
         usleep(50_000)
     }
     return false
+}
+
+/// Counts child exits; calls `done` once when all have exited.
+final class ExitCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var remaining: Int
+    private let done: @Sendable () -> Void
+    init(total: Int, done: @escaping @Sendable () -> Void) { remaining = total; self.done = done }
+    func one() {
+        lock.lock(); remaining -= 1; let fire = remaining == 0; lock.unlock()
+        if fire { done() }
+    }
+}
+
+/// Waits for a child without spinning (Foundation's `waitUntilExit` busy-polls a run loop on Linux).
+func waitExit(_ p: Process) {
+    while p.isRunning { usleep(5_000) }
 }
