@@ -22,6 +22,8 @@ public final class HTTPClient {
     public var timeoutMs: Int
     private var fd: Int32 = -1
     private var buffer: [UInt8] = []
+    /// One receive buffer per client, reused by every read.
+    private var scratch = [UInt8](repeating: 0, count: 64 * 1024)
 
     public init(host: String, port: Int, timeoutMs: Int = 15_000) {
         self.host = host; self.port = port; self.timeoutMs = timeoutMs
@@ -109,8 +111,7 @@ public final class HTTPClient {
     }
 
     private func fill(allowStale: Bool) throws {
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n == 0 {
             if allowStale { throw StaleConnection(reason: "closed by peer") }
             throw RuntimeError("connection closed by peer")
@@ -120,7 +121,7 @@ public final class HTTPClient {
             if allowStale { throw StaleConnection(reason: String(cString: strerror(errno))) }
             throw RuntimeError("recv: \(String(cString: strerror(errno)))")
         }
-        buffer.append(contentsOf: chunk[0..<n])
+        buffer.append(contentsOf: scratch[0..<n])
     }
 
     private func readResponse(method: String) throws -> HTTPResponse {

@@ -104,6 +104,36 @@ func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool
     return BenchResult(name: name, ops: ops, errors: errors, seconds: Date().timeIntervalSince(start), histogram: merged)
 }
 
+/// Drives `connections` keep-alive connections from one event loop (the shape of
+/// redis-benchmark and wrk) and returns the result with an HDR histogram of latencies.
+func runEvented(name: String, targets: [(host: String, port: Int)], connections: Int, seconds: Double, quiet: Bool, framing: LoadDriver.Framing,
+                request: @escaping (Int, UInt64) -> [UInt8], validate: @escaping ([UInt8]) -> Bool) -> BenchResult {
+    var hist = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    let driver = LoadDriver(targets: targets, framing: framing, request: request, validate: validate) { micros in
+        _ = hist.record(UInt64(max(1, micros)))
+    }
+    var last: UInt64 = 0
+    let start = Date()
+    let outcome = driver.run(connections: connections, seconds: seconds, progress: quiet ? nil : { ops, errors in
+        FileHandle.standardError.write(Data(String(format: "\r[%@] %6.1fs  %8.0f ops/s  %llu ops  %llu errors   ", name, Date().timeIntervalSince(start), Double(ops - last), ops, errors).utf8))
+        last = ops
+    })
+    if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+    if let e = outcome.firstError, outcome.errors > 0 { FileHandle.standardError.write(Data("[\(name)] first error: \(e)\n".utf8)) }
+    return BenchResult(name: name, ops: outcome.ops, errors: outcome.errors, seconds: outcome.seconds, histogram: hist)
+}
+
+/// `http://host:port` -> (host, port).
+func hostPort(_ url: String) -> (host: String, port: Int) {
+    let c = HTTPClient(url: url)!
+    return (c.host, c.port)
+}
+
+/// 2xx HTTP status in a framed response.
+func httpOK(_ response: [UInt8]) -> Bool {
+    response.count > 12 && response[9] == UInt8(ascii: "2")
+}
+
 /// Runs `redis-benchmark` and returns its requests/s for one test (the Redis baseline).
 func redisBenchmark(port: Int, host: String, test: String, clients: Int, requests: Int) -> Double? {
     guard let tool = findOnPath("redis-benchmark") else { return nil }
@@ -166,9 +196,10 @@ struct BenchHTTP: ParsableCommand {
 
     func run() throws {
         let opts = options
-        let result = runLoad(name: "concord GET /health", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
-                             setup: { opts.client($0) },
-                             operation: { client, _ in try client.get("/health").status == 200 })
+        let targets = opts.targets.map(hostPort)
+        let requests = targets.map { LoadDriver.http("GET", "/health", host: "\($0.host):\($0.port)") }
+        let result = runEvented(name: "concord GET /health", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                                framing: .http, request: { conn, _ in requests[conn % requests.count] }, validate: httpOK)
         var results = [result]
         var ratios: [(String, Double)] = []
         if let redisURL = redis.flatMap(RedisURL.init) {
