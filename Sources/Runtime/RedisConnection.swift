@@ -129,6 +129,10 @@ public final class RedisConnection {
     public var onMessage: ((String, [UInt8]) -> Void)?
     /// Called whenever the connection becomes ready (after handshake / resubscribe) or is lost.
     public var onStateChange: ((Bool) -> Void)?
+    /// More observers of the same changes (after `onStateChange`), for services that must not
+    /// replace each other's callback (e.g. the cache drops its lines when the subscriber goes).
+    private var stateListeners: [(Bool) -> Void] = []
+    public func addStateListener(_ listener: @escaping (Bool) -> Void) { stateListeners.append(listener) }
     public private(set) var reconnects = 0
     public private(set) var everConnected = false
     public private(set) var lastError: String = "not connected"
@@ -262,7 +266,10 @@ public final class RedisConnection {
         state = new
         let isReady = new == .ready
         if isReady && !wasReady { readySinceMs = EventLoop.monoMs() }
-        if wasReady != isReady { onStateChange?(isReady) }
+        if wasReady != isReady {
+            onStateChange?(isReady)
+            for listener in stateListeners { listener(isReady) }
+        }
     }
 
     /// Forces a reconnect: frees the context (pending callbacks fail) and schedules a new one.

@@ -43,6 +43,12 @@ final class RaftDriver {
     init(node: ConcordNode) {
         self.node = node
         node.bus.on(.raft) { [weak self] envelope in self?.receive(envelope) }
+        // After any reconnect, what Redis holds is the truth (it may have restarted, with or
+        // without its data): rebuild the core from it, as a process restart would.
+        node.redis.addStateListener { [weak self] ready in
+            guard let self, ready, self.raft != nil else { return }
+            self.recover("redis reconnected")
+        }
     }
 
     private var prefix: String { "concord:\(node.config.cluster):raft:{\(node.config.id)}" }
