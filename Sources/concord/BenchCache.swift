@@ -1,0 +1,343 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import Runtime
+
+// MARK: - `concord bench cache`
+//
+// 1. Read hits: GET /cache/read/<key> at N connections against the first target, after every key
+//    was read once there (so each request is a hit served without Redis).
+// 2. The baseline in the same run, with the same thread model (one blocking connection per
+//    thread, one request at a time): GET of a same-sized value on the same Redis.
+// 3. Write latency with 0 sharers (each writer's key lives only on the target: E/M -> M) and with
+//    2 sharers (before every measured write two other nodes read the key, so the write must
+//    invalidate both and wait for their acknowledgements). Only the write is timed.
+
+struct BenchCache: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cache", abstract: "Cache read hits vs Redis GET (same run, same thread model); write latency with 0 and 2 sharers.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Redis for the GET baseline, redis://host:port[/db] (default: $CONCORD_REDIS_URL, else redis://127.0.0.1:6379/0).") var redis: String?
+    @Option(help: "Distinct keys read in the hit test.") var keys: Int = 16
+    @Option(name: .customLong("value-bytes"), help: "Size of each value (a JSON string).") var valueBytes: Int = 100
+    @Option(help: "Concurrent writers in the write-latency tests.") var writers: Int = 4
+
+    func validate() throws {
+        guard (1...10_000).contains(keys) else { throw ValidationError("--keys must be in [1, 10000]") }
+        guard (1...400_000).contains(valueBytes) else { throw ValidationError("--value-bytes must be in [1, 400000]") }
+        guard (1...256).contains(writers) else { throw ValidationError("--writers must be in [1, 256]") }
+    }
+
+    func run() throws {
+        let opts = options
+        let keyCount = keys
+        let value = JSONValue.string(String(repeating: "x", count: valueBytes))
+        let target = opts.targets[0]
+        guard let setupClient = HTTPClient(url: target) else { throw ValidationError("bad --target") }
+        let runID = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+
+        // Warm: write every key, then read it once on the target so it is cached there.
+        for i in 0..<keyCount {
+            let key = "bench:\(runID):r\(i)"
+            let w = try setupClient.post("/cache/write", .object([("key", .string(key)), ("value", value)]))
+            guard w.status == 200 else { throw RuntimeError("write \(key): \(w.status) \(w.text)") }
+            let r = try setupClient.get("/cache/read/\(key)")
+            guard r.status == 200 else { throw RuntimeError("read \(key): \(r.status) \(r.text)") }
+        }
+        var results: [BenchResult] = []
+        var ratios: [(String, Double)] = []
+
+        // The read-hit client is as lean as the RESP one below (prebuilt request, status line and
+        // Content-Length only), so both sides of the ratio pay the same client-side costs on a
+        // machine where the load generator shares the cores with the servers.
+        let hits = runLoad(name: "concord cache read (hit)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                           setup: { worker in try LeanHTTPGetClient(url: opts.targets[worker % opts.targets.count],
+                                                                    paths: (0..<keyCount).map { "/cache/read/bench:\(runID):r\($0)" }) },
+                           operation: { client, i in try client.get(Int(i) % keyCount) == 200 })
+        results.append(hits)
+
+        let redisURL = RedisURL(redis ?? ProcessInfo.processInfo.environment["CONCORD_REDIS_URL"] ?? "redis://127.0.0.1:6379/0") ?? RedisURL()
+        do {
+            let setup = try RESPBenchClient(redisURL)
+            let raw = value.serialized()
+            for i in 0..<keyCount { _ = try setup.command(["SET", "concord:bench:\(runID):get:\(i)", raw]) }
+            let get = runLoad(name: "redis GET (same threads)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                              setup: { _ in try RESPBenchClient(redisURL) },
+                              operation: { client, i in try client.command(["GET", "concord:bench:\(runID):get:\(Int(i) % keyCount)"]) != nil })
+            results.append(get)
+            if get.opsPerSecond > 0 { ratios.append(("ratio_cache_hit_to_redis_get", hits.opsPerSecond / get.opsPerSecond)) }
+            for i in 0..<keyCount { _ = try? setup.command(["DEL", "concord:bench:\(runID):get:\(i)"]) }
+        } catch {
+            FileHandle.standardError.write(Data("redis baseline skipped: \(error)\n".utf8))
+        }
+
+        // Write latency, 0 sharers.
+        let writeSeconds = max(1, opts.duration / 2)
+        let workers = writers
+        let solo = runMeasured(name: "concord cache write, 0 sharers", concurrency: workers, seconds: writeSeconds, quiet: opts.json,
+                               setup: { w in HTTPClient(url: target)! },
+                               prepare: { _, _ in },
+                               operation: { client, w, i in
+                                   try client.post("/cache/write", .object([("key", .string("bench:\(runID):w0:\(w)")), ("value", value)])).status == 200
+                               })
+        results.append(solo)
+
+        // Write latency, 2 sharers on two other nodes.
+        let sharers = try sharerTargets(setupClient, target: target)
+        if sharers.count >= 2 {
+            let shared = runMeasured(name: "concord cache write, 2 sharers", concurrency: workers, seconds: writeSeconds, quiet: opts.json,
+                                     setup: { _ in [HTTPClient(url: target)!, HTTPClient(url: sharers[0])!, HTTPClient(url: sharers[1])!] },
+                                     prepare: { clients, w in
+                                         let key = "bench:\(runID):w2:\(w)"
+                                         for c in clients[1...2] {
+                                             let r = try c.get("/cache/read/\(key)")
+                                             guard r.status == 200 || r.status == 404 else { throw RuntimeError("sharer read \(r.status)") }
+                                         }
+                                     },
+                                     operation: { clients, w, _ in
+                                         try clients[0].post("/cache/write", .object([("key", .string("bench:\(runID):w2:\(w)")), ("value", value)])).status == 200
+                                     })
+            results.append(shared)
+        } else {
+            FileHandle.standardError.write(Data("2-sharer test skipped: need two more live nodes (give --target three times or run a 3-node cluster)\n".utf8))
+        }
+        printResults(results, ratios: ratios, json: opts.json)
+    }
+
+    /// The other targets given, else the advertised URLs of the other live members.
+    private func sharerTargets(_ client: HTTPClient, target: String) throws -> [String] {
+        let given = options.targets.filter { $0 != target }
+        if given.count >= 2 { return given }
+        let members = try client.get("/status").json?["members"]?.arrayValue ?? []
+        let others = members.compactMap { m -> String? in
+            guard m["alive"]?.boolValue == true, let url = m["advertise"]?.stringValue, url != target, HTTPClient(url: url) != nil else { return nil }
+            return url
+        }
+        return Array(Set(given + others)).sorted()
+    }
+}
+
+/// Like `runLoad`, but each iteration first runs `prepare` (not timed), then times `operation`.
+func runMeasured<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool,
+                        setup: @escaping @Sendable (Int) throws -> State,
+                        prepare: @escaping @Sendable (inout State, Int) throws -> Void,
+                        operation: @escaping @Sendable (inout State, Int, UInt64) throws -> Bool) -> BenchResult {
+    let counters = Counters()
+    let start = Date()
+    let deadline = start.addingTimeInterval(seconds)
+    let group = DispatchGroup()
+    let histLock = NSLock()
+    nonisolated(unsafe) var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    nonisolated(unsafe) var busySeconds = 0.0
+    for worker in 0..<concurrency {
+        group.enter()
+        let thread = Thread {
+            defer { group.leave() }
+            var hist = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+            var state: State
+            do { state = try setup(worker) } catch { counters.add(ops: 0, errors: 1, error: "\(error)"); return }
+            var i: UInt64 = 0
+            var ops: UInt64 = 0, errors: UInt64 = 0
+            var firstError: String?
+            var measured: Int64 = 0
+            while Date() < deadline {
+                do {
+                    try prepare(&state, worker)
+                    let t0 = EventLoop.monoMicros()
+                    let ok = try operation(&state, worker, i)
+                    let took = max(1, EventLoop.monoMicros() - t0)
+                    measured += took
+                    _ = hist.record(UInt64(took))
+                    if ok { ops += 1 } else { errors += 1 }
+                } catch {
+                    errors += 1
+                    if firstError == nil { firstError = "\(error)" }
+                    usleep(10_000)
+                }
+                i += 1
+            }
+            counters.add(ops: ops, errors: errors, error: firstError)
+            histLock.lock(); merged.add(hist); busySeconds = max(busySeconds, Double(measured) / 1e6); histLock.unlock()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    if !quiet { FileHandle.standardError.write(Data("[\(name)] running \(String(format: "%.0f", seconds)) s...\n".utf8)) }
+    group.wait()
+    let (ops, errors, firstError) = counters.snapshot
+    if let firstError, errors > 0 { FileHandle.standardError.write(Data("[\(name)] first error: \(firstError)\n".utf8)) }
+    // ops/s over the timed part only (the untimed preparation is excluded).
+    return BenchResult(name: name, ops: ops, errors: errors, seconds: busySeconds > 0 ? busySeconds : Date().timeIntervalSince(start), histogram: merged)
+}
+
+/// A tiny blocking RESP client: one command at a time on one connection, like the HTTP
+/// client the load generator uses, so the baseline pays the same per-request costs.
+final class RESPBenchClient {
+    private var fd: Int32 = -1
+    private var buffer: [UInt8] = []
+    private var readIndex = 0
+
+    init(_ url: RedisURL) throws {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(url.host, String(url.port), &hints, &result) == 0, let info = result else { throw RuntimeError("cannot resolve \(url.host)") }
+        defer { freeaddrinfo(result) }
+        let s = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
+        guard s >= 0 else { throw RuntimeError("socket failed") }
+        var one: Int32 = 1
+        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(s, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            close(s)
+            throw RuntimeError("cannot connect to redis at \(url.host):\(url.port)")
+        }
+        fd = s
+        if let password = url.password {
+            _ = try command(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
+        }
+        if url.db != 0 { _ = try command(["SELECT", String(url.db)]) }
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Sends one command; returns a bulk reply's bytes, a status/integer as text, nil for a null.
+    func command(_ args: [String]) throws -> [UInt8]? {
+        var out: [UInt8] = Array("*\(args.count)\r\n".utf8)
+        for a in args {
+            out += Array("$\(a.utf8.count)\r\n".utf8)
+            out += Array(a.utf8)
+            out += [13, 10]
+        }
+        var sent = 0
+        while sent < out.count {
+            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw RuntimeError("redis send failed") }
+            sent += n
+        }
+        let header = try line()
+        guard let kind = header.first else { throw RuntimeError("empty reply") }
+        let rest = header.dropFirst()
+        switch kind {
+        case UInt8(ascii: "+"), UInt8(ascii: ":"): return Array(rest)
+        case UInt8(ascii: "-"): throw RuntimeError("redis: \(String(decoding: rest, as: UTF8.self))")
+        case UInt8(ascii: "$"):
+            guard let n = Int(String(decoding: rest, as: UTF8.self)) else { throw RuntimeError("bad bulk length") }
+            if n < 0 { return nil }
+            try need(n + 2)
+            let bytes = Array(buffer[readIndex..<(readIndex + n)])
+            readIndex += n + 2
+            return bytes
+        default: throw RuntimeError("unexpected reply type")
+        }
+    }
+
+    private func line() throws -> [UInt8] {
+        while true {
+            if let end = buffer[readIndex...].firstIndex(of: 10), end > readIndex, buffer[end - 1] == 13 {
+                let l = Array(buffer[readIndex..<(end - 1)])
+                readIndex = end + 1
+                return l
+            }
+            try fill()
+        }
+    }
+
+    private func need(_ n: Int) throws { while buffer.count - readIndex < n { try fill() } }
+
+    private func fill() throws {
+        if readIndex > 0 && readIndex == buffer.count { buffer.removeAll(keepingCapacity: true); readIndex = 0 }
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { throw RuntimeError("redis connection closed") }
+        buffer.append(contentsOf: chunk[0..<n])
+    }
+}
+
+/// A minimal keep-alive HTTP/1.1 GET client for the read-hit loop: requests are prebuilt, the
+/// response is parsed only for its status and Content-Length.
+final class LeanHTTPGetClient {
+    private var fd: Int32 = -1
+    private let requests: [[UInt8]]
+    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private var start = 0, end = 0
+
+    init(url: String, paths: [String]) throws {
+        guard let parsed = HTTPClient(url: url) else { throw RuntimeError("bad url \(url)") }
+        requests = paths.map { Array("GET \($0) HTTP/1.1\r\nHost: \(parsed.host):\(parsed.port)\r\n\r\n".utf8) }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(parsed.host, String(parsed.port), &hints, &result) == 0, let info = result else { throw RuntimeError("cannot resolve \(parsed.host)") }
+        defer { freeaddrinfo(result) }
+        let s = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
+        guard s >= 0 else { throw RuntimeError("socket failed") }
+        var one: Int32 = 1
+        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var tv = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        guard connect(s, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else { close(s); throw RuntimeError("cannot connect to \(url)") }
+        fd = s
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Sends request `index`; returns the response status.
+    func get(_ index: Int) throws -> Int {
+        let request = requests[index]
+        if start > 0 {
+            // Between responses: keep any unread bytes at the front.
+            let pending = end - start
+            if pending > 0 { buffer.withUnsafeMutableBytes { p in _ = memmove(p.baseAddress!, p.baseAddress! + start, pending) } }
+            start = 0; end = pending
+        }
+        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == request.count else { throw RuntimeError("send failed") }
+        // Headers end at CRLFCRLF.
+        var headerEnd = -1
+        var scanFrom = start
+        while headerEnd < 0 {
+            if end - scanFrom >= 4 {
+                for i in scanFrom...(end - 4) where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 { headerEnd = i; break }
+                if headerEnd < 0 { scanFrom = end - 3 }
+            }
+            if headerEnd < 0 { try fill() }
+        }
+        // "HTTP/1.1 200 OK": the status is bytes 9..11.
+        guard headerEnd - start > 12 else { throw RuntimeError("short response") }
+        let status = Int(buffer[start + 9] - 48) * 100 + Int(buffer[start + 10] - 48) * 10 + Int(buffer[start + 11] - 48)
+        let length = contentLength(start, headerEnd)
+        let bodyStart = headerEnd + 4
+        while end - bodyStart < length { try fill() }
+        start = bodyStart + length
+        if start == end { start = 0; end = 0 }
+        return status
+    }
+
+    private func contentLength(_ from: Int, _ to: Int) -> Int {
+        let name = Array("content-length:".utf8)
+        var i = from
+        while i + name.count < to {
+            var match = true
+            for j in 0..<name.count where buffer[i + j] | 0x20 != name[j] | 0x20 { match = false; break }
+            if match {
+                var k = i + name.count, value = 0
+                while k < to && buffer[k] == 32 { k += 1 }
+                while k < to && buffer[k] >= 48 && buffer[k] <= 57 { value = value * 10 + Int(buffer[k] - 48); k += 1 }
+                return value
+            }
+            i += 1
+        }
+        return 0
+    }
+
+    /// Reads more bytes; indices into the buffer stay valid (it only grows).
+    private func fill() throws {
+        if end == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }
+        let n = buffer.withUnsafeMutableBytes { p in recv(fd, p.baseAddress! + end, p.count - end, 0) }
+        guard n > 0 else { throw RuntimeError("connection closed") }
+        end += n
+    }
+}

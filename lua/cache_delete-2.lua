@@ -1,0 +1,51 @@
+--[[
+  cache_delete-2.lua: POST /cache/delete. Removes the value, bumps the version (a delete
+  orders like a write: lines and fills up to it are stale) and keeps the directory (versions
+  stay monotonic if the key is written again); every holder becomes "X:<lease>:<version>"
+  (being invalidated, see cache_write-2.lua).
+  The caller then sends an invalidation to each returned holder and waits for its
+  acknowledgement or its lease.
+
+  KEYS[1]  value  hash  concord:<c>:cache:{<key>}:value  value, version, expire_at_ms
+  KEYS[2]  dir    hash  concord:<c>:cache:{<key>}:dir    v, d, h:<node>
+
+  ARGV[1]  now_ms      wall clock (unix ms)
+  ARGV[2]  dir_ttl_ms  idle lifetime of the directory tombstone
+
+  Reply: {existed (1/0), version, {holder, lease_until_ms, ...}}
+]]
+local rcall = redis.call
+
+local now = tonumber(ARGV[1])
+local dir_ttl = tonumber(ARGV[2])
+if not now then return redis.error_reply("BADARG now_ms") end
+if not dir_ttl or dir_ttl < 1 then return redis.error_reply("BADARG dir_ttl_ms") end
+
+local dir = rcall("HGETALL", KEYS[2])
+local dirv, dirty
+local entries = {}
+for i = 1, #dir, 2 do
+  local f, val = dir[i], dir[i + 1]
+  if f == "v" then dirv = tonumber(val)
+  elseif f == "d" then dirty = true
+  elseif string.sub(f, 1, 2) == "h:" then
+    entries[#entries + 1] = {f, tonumber(string.match(val, "^%a:(%d+)") or "0") or 0}
+  end
+end
+local existed = rcall("EXISTS", KEYS[1]) == 1 or dirty
+if not dirv then dirv = tonumber(rcall("HGET", KEYS[1], "version") or "0") or 0 end
+local version = dirv + 1
+local out = {}
+for _, e in ipairs(entries) do
+  if e[2] >= now then
+    out[#out + 1] = string.sub(e[1], 3); out[#out + 1] = e[2]
+    rcall("HSET", KEYS[2], e[1], "X:" .. e[2] .. ":" .. version)
+  else
+    rcall("HDEL", KEYS[2], e[1])
+  end
+end
+rcall("DEL", KEYS[1])
+rcall("HDEL", KEYS[2], "d")
+rcall("HSET", KEYS[2], "v", version)
+rcall("PEXPIRE", KEYS[2], dir_ttl)
+return {existed and 1 or 0, version, out}
