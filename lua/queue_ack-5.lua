@@ -35,24 +35,47 @@ if n < 1 or n > 1000 then
 end
 local partition = tonumber(pstr)
 
-local acked, not_found = 0, {}
+-- Parse every receipt, then look all of them up in two commands (HMGET, ZMSCORE) and
+-- write in one variadic command per key: a batch of 1000 costs 7 calls, not 7000.
+local candidates = {}       -- {arg index, seq, delivery}
+local seqs = {}
 for i = 3, #ARGV do
-  local receipt = ARGV[i]
-  local p, seq, d = string.match(receipt, "^(%d+):(%d+):(%d+)$")
-  local ok = false
-  if p and #p <= 5 and #seq <= 15 and tonumber(p) == partition
-      and rcall("ZSCORE", KEYS[2], seq) then
-    local state = rcall("HGET", KEYS[4], seq)
+  local p, seq, d = string.match(ARGV[i], "^(%d+):(%d+):(%d+)$")
+  if p and #p <= 5 and #seq <= 15 and #d <= 15 and tonumber(p) == partition then
+    candidates[#candidates + 1] = {i, seq, d}
+    seqs[#seqs + 1] = seq
+  end
+end
+
+local ok_index = {}
+local done, refs = {}, {}
+if #seqs > 0 then
+  local states = rcall("HMGET", KEYS[4], unpack(seqs))
+  local scores = rcall("ZMSCORE", KEYS[2], unpack(seqs))
+  local taken = {}
+  for j, c in ipairs(candidates) do
+    local seq = c[2]
+    local state = states[j]
     local cur = state and string.match(state, ":(%d+)$")
-    if cur and tonumber(cur) == tonumber(d) then
-      rcall("ZREM", KEYS[2], seq)
-      rcall("ZREM", KEYS[3], seq)
-      rcall("HDEL", KEYS[4], seq)
-      rcall("HDEL", KEYS[5], seq)
-      rcall("ZREM", KEYS[1], seq .. ":" .. group)
-      ok = true
+    -- In flight, current delivery, and not already acked by an earlier receipt of this call.
+    if scores[j] and cur and tonumber(cur) == tonumber(c[3]) and not taken[seq] then
+      taken[seq] = true
+      ok_index[c[1]] = true
+      done[#done + 1] = seq
+      refs[#refs + 1] = seq .. ":" .. group
     end
   end
-  if ok then acked = acked + 1 else not_found[#not_found + 1] = receipt end
 end
-return {acked, not_found}
+if #done > 0 then
+  rcall("ZREM", KEYS[2], unpack(done))
+  rcall("ZREM", KEYS[3], unpack(done))
+  rcall("HDEL", KEYS[4], unpack(done))
+  rcall("HDEL", KEYS[5], unpack(done))
+  rcall("ZREM", KEYS[1], unpack(refs))
+end
+
+local not_found = {}
+for i = 3, #ARGV do
+  if not ok_index[i] then not_found[#not_found + 1] = ARGV[i] end
+end
+return {#done, not_found}

@@ -85,24 +85,30 @@ end
 
 local deadline = now + visibility
 local reply = {}
+-- Writes are collected and sent as one variadic command per key at the end.
+local inflight_args, attempts_args, refs_args = {}, {}, {}
 
 -- 1. Due retries.
 if max > 0 then
   local due = rcall("ZRANGEBYSCORE", K_RETRY, "-inf", now, "LIMIT", 0, max)
-  for _, seq in ipairs(due) do
-    local e = read_entry(seq)
-    rcall("ZREM", K_RETRY, seq)
-    if e then
-      local state = rcall("HGET", K_ATTEMPTS, seq) or "0:0:0"
-      local a, _, d = string.match(state, "^(%d+):(%d+):(%d+)$")
-      local attempt, delivery = tonumber(a or 0) + 1, tonumber(d or 0) + 1
-      rcall("ZADD", K_INFLIGHT, deadline, seq)
-      rcall("HSET", K_ATTEMPTS, seq, attempt .. ":" .. now .. ":" .. delivery)
-      reply[#reply + 1] = {partition .. ":" .. seq .. ":" .. delivery, e.id, e.body, e.key, attempt, tonumber(seq)}
-    else
-      -- Its log entry is gone (trimmed by hand?) and no copy exists: drop the state.
-      rcall("HDEL", K_ATTEMPTS, seq)
-      rcall("ZREM", K_REFS, seq .. ":" .. group)
+  if #due > 0 then
+    rcall("ZREM", K_RETRY, unpack(due))
+    local states = rcall("HMGET", K_ATTEMPTS, unpack(due))
+    for j, seq in ipairs(due) do
+      local e = read_entry(seq)
+      if e then
+        local a, _, d = string.match(states[j] or "0:0:0", "^(%d+):(%d+):(%d+)$")
+        local attempt, delivery = tonumber(a or 0) + 1, tonumber(d or 0) + 1
+        inflight_args[#inflight_args + 1] = deadline
+        inflight_args[#inflight_args + 1] = seq
+        attempts_args[#attempts_args + 1] = seq
+        attempts_args[#attempts_args + 1] = attempt .. ":" .. now .. ":" .. delivery
+        reply[#reply + 1] = {partition .. ":" .. seq .. ":" .. delivery, e.id, e.body, e.key, attempt, tonumber(seq)}
+      else
+        -- Its log entry is gone (trimmed by hand?) and no copy exists: drop the state.
+        rcall("HDEL", K_ATTEMPTS, seq)
+        rcall("ZREM", K_REFS, seq .. ":" .. group)
+      end
     end
   end
 end
@@ -113,15 +119,33 @@ if room > 0 then
   local entries = rcall("XRANGE", K_LOG, "0-" .. (cursor + 1), "+", "COUNT", room)
   for _, entry in ipairs(entries) do
     local seq = string.match(entry[1], "^0%-(%d+)$")
-    local f, e = entry[2], {}
-    for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
-    rcall("ZADD", K_INFLIGHT, deadline, seq)
-    rcall("HSET", K_ATTEMPTS, seq, "1:" .. now .. ":1")
-    rcall("ZADD", K_REFS, seq, seq .. ":" .. group)
-    reply[#reply + 1] = {partition .. ":" .. seq .. ":1", e.id, e.body, e.key, 1, tonumber(seq)}
-    cursor = tonumber(seq)
+    local f = entry[2]
+    local id, key, body
+    if f[1] == "id" and f[3] == "key" and f[5] == "body" then
+      -- The order queue_produce and queue_promote write the fields in: no table per entry.
+      id, key, body = f[2], f[4], f[6]
+    else
+      local e = {}
+      for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
+      id, key, body = e.id, e.key, e.body
+    end
+    inflight_args[#inflight_args + 1] = deadline
+    inflight_args[#inflight_args + 1] = seq
+    attempts_args[#attempts_args + 1] = seq
+    attempts_args[#attempts_args + 1] = "1:" .. now .. ":1"
+    refs_args[#refs_args + 1] = seq
+    refs_args[#refs_args + 1] = seq .. ":" .. group
+    local n = tonumber(seq)
+    reply[#reply + 1] = {partition .. ":" .. seq .. ":1", id, body, key, 1, n}
+    cursor = n
   end
   if #entries > 0 then rcall("HSET", K_GROUPS, group, cursor) end
 end
+
+if #inflight_args > 0 then
+  rcall("ZADD", K_INFLIGHT, unpack(inflight_args))
+  rcall("HSET", K_ATTEMPTS, unpack(attempts_args))
+end
+if #refs_args > 0 then rcall("ZADD", K_REFS, unpack(refs_args)) end
 
 return reply

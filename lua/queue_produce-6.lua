@@ -63,23 +63,24 @@ if err then return redis.error_reply(err) end
 if #ARGV ~= 3 + 6 * n then
   return redis.error_reply("BADARG expected " .. (3 + 6 * n) .. " arguments for n=" .. n .. ", got " .. #ARGV)
 end
-local messages = {}
+-- Messages stay in ARGV (no table per message); only the parsed delays are kept.
+-- Error texts are built only on an error: this loop runs up to 1000 times per call.
+local delays = {}
 for i = 0, n - 1 do
   local b = 4 + 6 * i
-  local m = {
-    id = ARGV[b], dedup = ARGV[b + 1], key = ARGV[b + 2], body = ARGV[b + 3],
-    delay = int_arg(b + 4, "delay_ms of message " .. i, 0, 2592000000),
-    max = int_arg(b + 5, "max_attempts of message " .. i, 1, 10000),
-  }
-  if #m.id == 0 or #m.id > 1024 then
+  local delay_text, max_text = ARGV[b + 4], ARGV[b + 5]
+  if delay_text == "0" then delays[i + 1] = 0
+  else delays[i + 1] = int_arg(b + 4, "delay_ms of message " .. i, 0, 2592000000) end
+  if max_text ~= "5" then int_arg(b + 5, "max_attempts of message " .. i, 1, 10000) end
+  local id, dedup = ARGV[b], ARGV[b + 1]
+  if #id == 0 or #id > 1024 then
     err = err or ("BADARG id of message " .. i .. " must be 1..1024 bytes")
   end
-  if m.dedup ~= "0" and m.dedup ~= "1" then
+  if dedup ~= "0" and dedup ~= "1" then
     err = err or ("BADARG dedup of message " .. i .. " must be 0 or 1")
   end
-  messages[i + 1] = m
+  if err then return redis.error_reply(err) end
 end
-if err then return redis.error_reply(err) end
 
 -- Prune a bounded number of expired dedup ids.
 local expired = rcall("ZRANGEBYSCORE", KEYS[4], "-inf", now, "LIMIT", 0, n + PRUNE_EXTRA)
@@ -92,36 +93,39 @@ rcall("HSETNX", KEYS[2], "created_ms", now)
 
 local reply = {}
 local last_seq = nil
-for i, m in ipairs(messages) do
+for i = 1, n do
+  local b = 4 + 6 * (i - 1)
+  local id, dedup, key, body, max = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 5])
+  local delay = delays[i]
   local first = nil
-  if m.dedup == "1" then
-    local expires = rcall("ZSCORE", KEYS[4], m.id)
+  if dedup == "1" then
+    local expires = rcall("ZSCORE", KEYS[4], id)
     if expires and tonumber(expires) > now then
-      first = rcall("HGET", KEYS[3], m.id)
+      first = rcall("HGET", KEYS[3], id)
     end
   end
   if first then
     reply[i] = {"dup", first}
   else
     local status, ref
-    if m.delay > 0 then
+    if delay > 0 then
       ref = "d" .. rcall("HINCRBY", KEYS[2], "dseq", 1)
-      rcall("ZADD", KEYS[5], now + m.delay, ref)
+      rcall("ZADD", KEYS[5], now + delay, ref)
       rcall("HSET", KEYS[6], ref, cjson.encode({
-        id = m.id, key = m.key, body = m.body, max = tostring(m.max), ts = tostring(now)}))
+        id = id, key = key, body = body, max = tostring(max), ts = tostring(now)}))
       status = "delayed"
     else
       -- "0-*": Redis picks the next sequence after the stream's last ID, so the log itself
       -- is the authority on <seq> (meta.seq mirrors it for readers).
       local entry_id = rcall("XADD", KEYS[1], "0-*",
-        "id", m.id, "key", m.key, "body", m.body, "max", m.max, "ts", now)
-      ref = string.match(entry_id, "^0%-(%d+)$")
+        "id", id, "key", key, "body", body, "max", max, "ts", now)
+      ref = string.sub(entry_id, 3)
       last_seq = ref
       status = "new"
     end
-    if m.dedup == "1" then
-      rcall("HSET", KEYS[3], m.id, ref)
-      rcall("ZADD", KEYS[4], now + window, m.id)
+    if dedup == "1" then
+      rcall("HSET", KEYS[3], id, ref)
+      rcall("ZADD", KEYS[4], now + window, id)
     end
     reply[i] = {status, ref}
   end

@@ -157,7 +157,7 @@ func redisBenchmark(port: Int, host: String, test: String, clients: Int, request
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Load generator: ops/s and latency percentiles, with a baseline in the same run.",
-                                                    subcommands: [BenchHTTP.self, BenchLocks.self, BenchFailover.self, BenchRaftCore.self, BenchCache.self])
+                                                    subcommands: [BenchHTTP.self, BenchLocks.self, BenchFailover.self, BenchRaftCore.self, BenchQueue.self, BenchCache.self])
 }
 
 struct BenchOptions: ParsableArguments {

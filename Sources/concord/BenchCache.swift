@@ -46,13 +46,12 @@ struct BenchCache: ParsableCommand {
         var results: [BenchResult] = []
         var ratios: [(String, Double)] = []
 
-        // The read-hit client is as lean as the RESP one below (prebuilt request, status line and
-        // Content-Length only), so both sides of the ratio pay the same client-side costs on a
-        // machine where the load generator shares the cores with the servers.
-        let hits = runLoad(name: "concord cache read (hit)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
-                           setup: { worker in try LeanHTTPGetClient(url: opts.targets[worker % opts.targets.count],
-                                                                    paths: (0..<keyCount).map { "/cache/read/bench:\(runID):r\($0)" }) },
-                           operation: { client, i in try client.get(Int(i) % keyCount) == 200 })
+        // Both sides are driven by the same event-driven load driver (one loop, N keep-alive
+        // connections), so the ratio compares the servers, not two client implementations.
+        let targets = opts.targets.map(hostPort)
+        let hitRequests = (0..<keyCount).map { i in targets.map { LoadDriver.http("GET", "/cache/read/bench:\(runID):r\(i)", host: "\($0.host):\($0.port)") } }
+        let hits = runEvented(name: "concord cache read (hit)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                              framing: .http, request: { conn, seq in hitRequests[Int(seq &+ UInt64(conn)) % keyCount][conn % targets.count] }, validate: httpOK)
         results.append(hits)
 
         let redisURL = RedisURL(redis ?? ProcessInfo.processInfo.environment["CONCORD_REDIS_URL"] ?? "redis://127.0.0.1:6379/0") ?? RedisURL()
@@ -60,9 +59,10 @@ struct BenchCache: ParsableCommand {
             let setup = try RESPBenchClient(redisURL)
             let raw = value.serialized()
             for i in 0..<keyCount { _ = try setup.command(["SET", "concord:bench:\(runID):get:\(i)", raw]) }
-            let get = runLoad(name: "redis GET (same threads)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
-                              setup: { _ in try RESPBenchClient(redisURL) },
-                              operation: { client, i in try client.command(["GET", "concord:bench:\(runID):get:\(Int(i) % keyCount)"]) != nil })
+            let getRequests = (0..<keyCount).map { LoadDriver.resp(["GET", "concord:bench:\(runID):get:\($0)"]) }
+            let get = runEvented(name: "redis GET", targets: [(redisURL.host, redisURL.port)], connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                                 framing: .resp, request: { conn, seq in getRequests[Int(seq &+ UInt64(conn)) % keyCount] },
+                                 validate: { $0.first == UInt8(ascii: "$") && $0.count > 5 })
             results.append(get)
             if get.opsPerSecond > 0 { ratios.append(("ratio_cache_hit_to_redis_get", hits.opsPerSecond / get.opsPerSecond)) }
             for i in 0..<keyCount { _ = try? setup.command(["DEL", "concord:bench:\(runID):get:\(i)"]) }
@@ -257,87 +257,3 @@ final class RESPBenchClient {
 
 /// A minimal keep-alive HTTP/1.1 GET client for the read-hit loop: requests are prebuilt, the
 /// response is parsed only for its status and Content-Length.
-final class LeanHTTPGetClient {
-    private var fd: Int32 = -1
-    private let requests: [[UInt8]]
-    private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-    private var start = 0, end = 0
-
-    init(url: String, paths: [String]) throws {
-        guard let parsed = HTTPClient(url: url) else { throw RuntimeError("bad url \(url)") }
-        requests = paths.map { Array("GET \($0) HTTP/1.1\r\nHost: \(parsed.host):\(parsed.port)\r\n\r\n".utf8) }
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(parsed.host, String(parsed.port), &hints, &result) == 0, let info = result else { throw RuntimeError("cannot resolve \(parsed.host)") }
-        defer { freeaddrinfo(result) }
-        let s = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
-        guard s >= 0 else { throw RuntimeError("socket failed") }
-        var one: Int32 = 1
-        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(s, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else { close(s); throw RuntimeError("cannot connect to \(url)") }
-        fd = s
-    }
-
-    deinit { if fd >= 0 { close(fd) } }
-
-    /// Sends request `index`; returns the response status.
-    func get(_ index: Int) throws -> Int {
-        let request = requests[index]
-        if start > 0 {
-            // Between responses: keep any unread bytes at the front.
-            let pending = end - start
-            if pending > 0 { buffer.withUnsafeMutableBytes { p in _ = memmove(p.baseAddress!, p.baseAddress! + start, pending) } }
-            start = 0; end = pending
-        }
-        let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard sent == request.count else { throw RuntimeError("send failed") }
-        // Headers end at CRLFCRLF.
-        var headerEnd = -1
-        var scanFrom = start
-        while headerEnd < 0 {
-            if end - scanFrom >= 4 {
-                for i in scanFrom...(end - 4) where buffer[i] == 13 && buffer[i + 1] == 10 && buffer[i + 2] == 13 && buffer[i + 3] == 10 { headerEnd = i; break }
-                if headerEnd < 0 { scanFrom = end - 3 }
-            }
-            if headerEnd < 0 { try fill() }
-        }
-        // "HTTP/1.1 200 OK": the status is bytes 9..11.
-        guard headerEnd - start > 12 else { throw RuntimeError("short response") }
-        let status = Int(buffer[start + 9] - 48) * 100 + Int(buffer[start + 10] - 48) * 10 + Int(buffer[start + 11] - 48)
-        let length = contentLength(start, headerEnd)
-        let bodyStart = headerEnd + 4
-        while end - bodyStart < length { try fill() }
-        start = bodyStart + length
-        if start == end { start = 0; end = 0 }
-        return status
-    }
-
-    private func contentLength(_ from: Int, _ to: Int) -> Int {
-        let name = Array("content-length:".utf8)
-        var i = from
-        while i + name.count < to {
-            var match = true
-            for j in 0..<name.count where buffer[i + j] | 0x20 != name[j] | 0x20 { match = false; break }
-            if match {
-                var k = i + name.count, value = 0
-                while k < to && buffer[k] == 32 { k += 1 }
-                while k < to && buffer[k] >= 48 && buffer[k] <= 57 { value = value * 10 + Int(buffer[k] - 48); k += 1 }
-                return value
-            }
-            i += 1
-        }
-        return 0
-    }
-
-    /// Reads more bytes; indices into the buffer stay valid (it only grows).
-    private func fill() throws {
-        if end == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }
-        let n = buffer.withUnsafeMutableBytes { p in recv(fd, p.baseAddress! + end, p.count - end, 0) }
-        guard n > 0 else { throw RuntimeError("connection closed") }
-        end += n
-    }
-}

@@ -83,6 +83,7 @@ struct NodeCommand: ParsableCommand {
 
 /// Adds every service to a node; one place, so `node` and tests agree.
 func installServices(_ node: ConcordNode) {
+    node.services.append(QueueService(node: node))
     node.services.append(LockService(node: node))
     node.services.append(CacheService(node: node))
 }

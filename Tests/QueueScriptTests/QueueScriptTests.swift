@@ -97,6 +97,29 @@ final class QueueScriptTests: XCTestCase {
         XCTAssertEqual(try snapshot(), before)
     }
 
+    /// The ack script looks receipts up in bulk: a receipt twice in one call acks once; a
+    /// stale and the current receipt of one entry in one call ack it once (the current one);
+    /// redelivered entries (retry path of consume) ack like first deliveries.
+    func testBatchedAckCountsEachEntryOnceWithinOneCall() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<4), now: t0)
+        let first = try q.consume("g", now: t0, max: 4, visibilityMs: 100)
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 200).requeued, 4)
+        let second = try q.consume("g", now: t0 + 300, max: 4)
+        XCTAssertEqual(second.map(\.attempt), [2, 2, 2, 2])
+        let args = [first[0].receipt, second[0].receipt, second[0].receipt, second[1].receipt, "3:2:1", second[2].receipt]
+        let acked = try q.ack("g", args)
+        XCTAssertEqual(acked.acked, 3)
+        XCTAssertEqual(acked.notFound, [first[0].receipt, second[0].receipt, "3:2:1"])
+        let status = try q.status("g", now: t0 + 400)
+        XCTAssertEqual(status.inflight, 1)
+        XCTAssertEqual(try q.ack("g", [second[3].receipt]).acked, 1)
+        let g = q.keys.group("g")
+        for key in [g.inflight, g.retry, g.attempts, g.data, q.keys.refs] {
+            XCTAssertEqual(try client.command(["EXISTS", key]).int, 0, key)
+        }
+    }
+
     // MARK: - Idempotent produce
 
     func testDedupWithinAndAfterTheWindow() throws {

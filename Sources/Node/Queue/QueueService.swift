@@ -43,6 +43,14 @@ public final class QueueService: NodeService {
     private var consumeCursor: [String: Int] = [:]
     /// Incremented on every notification for the topic (local or from the bus).
     private var notifyGeneration: [String: UInt64] = [:]
+    /// Partition hints for a consume pass: `notifySeq` at a partition's last notification,
+    /// and, per (topic, group), at the start of the last call that found it drained. A
+    /// partition notified since it was drained is tried first, so a consume of one message
+    /// on an 8-partition topic usually costs one script call, not up to eight. Hints only
+    /// order the pass; when they do not fill `max`, every other partition is still tried.
+    private var notifySeq: UInt64 = 0
+    private var partitionNotified: [String: [Int: UInt64]] = [:]
+    private var partitionDrained: [String: [Int: UInt64]] = [:]
 
     private var waitQueues: [String: WaitQueue] = [:]
     private var pendingPublish: [String: Set<Int>] = [:]
@@ -60,16 +68,16 @@ public final class QueueService: NodeService {
     private var stopping = false
 
     static let tickMs = 200
+    /// Notifications of one node are coalesced over this window: one PUBLISH (fanned out to
+    /// every node) per window instead of one per produce; a remote long-poll wakes at most
+    /// this much later.
+    static let publishCoalesceMs = 2
     static let fallbackMs = 1000
     static let timerJobsPerTickMax = 512
     static let timerScriptLimit = "1000"
     static let trimMaxDelete = "10000"
     static let trimRetain = "100"
     static let topicsTracked = 10_000
-    /// The HTTP server answers 503 at its per-request deadline; a long-poll answers (empty)
-    /// this much earlier. TODO(runtime): a per-request deadline extension would let wait_ms
-    /// reach the contract's 60 s whatever the server-wide deadline.
-    static let deadlineMarginMs: Int64 = 1000
 
     private let idPrefix: String
     private var idCounter: UInt64 = 0
@@ -107,7 +115,10 @@ public final class QueueService: NodeService {
         // Long-polls answer now with what they have (nothing): clients consume elsewhere.
         for queue in waitQueues.values {
             queue.fallback?.cancel()
-            for w in queue.waiters where !w.busy { finishWaiter(w, in: queue, messages: []) }
+            for w in queue.waiters {
+                w.expired = true   // a busy one answers when its attempt returns
+                if !w.busy { finishWaiter(w, in: queue, messages: []) }
+            }
         }
         done()
     }
@@ -344,14 +355,14 @@ public final class QueueService: NodeService {
     // MARK: notifications
 
     /// New deliverable messages in these partitions: wake this node's waiters now, and tell
-    /// the other nodes (one coalesced PUBLISH per loop turn, sent on the command connection
-    /// after the script call that stored them, so it reaches Redis after the write).
+    /// the other nodes (one coalesced PUBLISH per `publishCoalesceMs`, sent on the command
+    /// connection after the script call that stored them, so it reaches Redis after the write).
     func announce(topic: String, partitions: [Int]) {
         wake(topic: topic, partitions: partitions, sinceMicros: EventLoop.monoMicros())
         pendingPublish[topic, default: []].formUnion(partitions)
         guard !publishScheduled else { return }
         publishScheduled = true
-        loop.after(ms: 0) { [weak self] in self?.flushPublish() }
+        loop.after(ms: QueueService.publishCoalesceMs) { [weak self] in self?.flushPublish() }
     }
 
     /// Payload: {"topics": [[topic, [partition, ...]], ...]}
@@ -378,6 +389,10 @@ public final class QueueService: NodeService {
 
     private func wake(topic: String, partitions: [Int], sinceMicros: Int64) {
         notifyGeneration[topic, default: 0] &+= 1
+        notifySeq &+= 1
+        var notified = partitionNotified[topic] ?? [:]
+        for p in partitions { notified[p] = notifySeq }
+        partitionNotified[topic] = notified
         for queue in waitQueues.values where queue.topic == topic {
             queue.dirty.formUnion(partitions)
             if queue.dirtySinceMicros == nil { queue.dirtySinceMicros = sinceMicros }
@@ -397,9 +412,9 @@ public final class QueueService: NodeService {
     }
 
     private func consume(_ request: HTTPRequest) throws {
-        var input = try ConsumeRequest(try request.jsonObject())
-        let cap = max(0, Int64(node.http.requestDeadlineMs) - QueueService.deadlineMarginMs)
-        input.waitMs = min(input.waitMs, cap)
+        let input = try ConsumeRequest(try request.jsonObject())
+        // A long-poll may wait up to 60 s: its deadline is the wait plus the usual one.
+        if input.waitMs > 0 { request.extendDeadline(ms: Int(input.waitMs) + node.http.requestDeadlineMs) }
         withTopic(input.topic, create: true) { [weak self] result in
             guard let self else { return }
             switch result {
@@ -416,7 +431,7 @@ public final class QueueService: NodeService {
 
     private func firstAttempt(_ input: ConsumeRequest, partitions: Int, request: HTTPRequest) {
         let generation = notifyGeneration[input.topic, default: 0]
-        pass(topic: input.topic, group: input.group, order: passOrder(input.topic, Array(0..<partitions)), max: input.max, visibilityMs: input.visibilityMs) { [weak self] result in
+        pass(topic: input.topic, group: input.group, order: passOrder(input.topic, input.group, Array(0..<partitions)), max: input.max, visibilityMs: input.visibilityMs) { [weak self] result in
             guard let self else { return }
             switch result {
             case .failure(let e): request.fail(e)
@@ -476,7 +491,7 @@ public final class QueueService: NodeService {
     /// Runs at most one attempt per wait queue: the first idle waiter on the dirty partitions.
     private func pump(_ queue: WaitQueue) {
         guard !queue.attemptRunning, !queue.dirty.isEmpty, !stopping, let waiter = queue.firstIdle else { return }
-        let partitions = passOrder(queue.topic, queue.dirty.sorted())
+        let partitions = passOrder(queue.topic, queue.group, queue.dirty.sorted())
         let since = queue.dirtySinceMicros
         queue.dirty.removeAll()
         queue.dirtySinceMicros = nil
@@ -519,13 +534,27 @@ public final class QueueService: NodeService {
         dropIfIdle(queue)
     }
 
-    /// `partitions` rotated by a per-topic cursor, so consumers start at different partitions.
-    private func passOrder(_ topic: String, _ partitions: [Int]) -> [Int] {
+    /// `partitions` rotated by a per-topic cursor (so consumers start at different
+    /// partitions), those notified since this group last found them drained first.
+    private func passOrder(_ topic: String, _ group: String, _ partitions: [Int]) -> [Int] {
         guard partitions.count > 1 else { return partitions }
         let c = consumeCursor[topic, default: 0]
         consumeCursor[topic] = c &+ 1
         let start = c % partitions.count
-        return Array(partitions[start...] + partitions[..<start])
+        let rotated = partitions[start...] + partitions[..<start]
+        let notified = partitionNotified[topic] ?? [:]
+        let drained = partitionDrained[topic + "\u{0}" + group] ?? [:]
+        var likely: [Int] = [], rest: [Int] = []
+        for p in rotated {
+            if let n = notified[p], n > drained[p] ?? 0 { likely.append(p) } else { rest.append(p) }
+        }
+        return likely + rest
+    }
+
+    private func noteDrained(_ topic: String, _ group: String, partition: Int, asOf seq: UInt64) {
+        let id = topic + "\u{0}" + group
+        if partitionDrained[id] == nil, partitionDrained.count >= QueueService.topicsTracked * 4 { partitionDrained.removeAll() }
+        partitionDrained[id, default: [:]][partition] = seq
     }
 
     /// Consumes from the partitions in order, one script call at a time, until `max` messages
@@ -550,7 +579,9 @@ public final class QueueService: NodeService {
             let p = order[index]
             index += 1
             let pk = keys.partition(topic: topic, partition: p)
-            let args = [String(EventLoop.wallMs()), group, String(p), String(max - collected.count), visibility]
+            let wanted = max - collected.count
+            let seqAtStart = notifySeq
+            let args = [String(EventLoop.wallMs()), group, String(p), String(wanted), visibility]
             scripts.run("queue_consume", keys: pk.consumeKeys(pk.group(group)), args: args) { [weak self] reply in
                 guard let self else { return }
                 if let error = reply.errorMessage {
@@ -561,7 +592,9 @@ public final class QueueService: NodeService {
                     step()
                     return
                 }
-                for item in reply.array ?? [] {
+                let items = reply.array ?? []
+                if items.count < wanted { self.noteDrained(topic, group, partition: p, asOf: seqAtStart) }
+                for item in items {
                     guard let f = item.array, f.count >= 5, let receipt = f[0].string, let id = f[1].string,
                           let body = f[2].string, let attempt = f[4].integer else { continue }
                     collected.append(Delivered(partition: p, receipt: receipt, id: id, body: body.isEmpty ? "null" : body, key: f[3].string ?? "", attempt: attempt))

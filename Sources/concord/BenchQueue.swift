@@ -1,0 +1,298 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import Runtime
+
+// MARK: - concord bench queue
+//
+// End to end per iteration: produce a batch of B messages, consume up to B, ack what came.
+// The same threads (one blocking connection each, `runLoad`) then do the same against raw
+// Redis Streams on the same Redis:
+//
+//     XADD <stream> * body <payload>                     (B of them, pipelined)
+//     XREADGROUP GROUP <g> <consumer> COUNT B STREAMS <stream> >
+//     XACK <stream> <g> <id>...
+//
+// Throughput is reported in messages acked per second; ratio = Concord / Streams per batch.
+
+struct BenchQueue: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "queue",
+        abstract: "Produce + consume + ack end to end at batch 1 and 100, beside raw Redis Streams (XADD/XREADGROUP/XACK) on the same Redis.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Redis for the raw Streams baseline (redis://host:port[/db]); without it the baseline is skipped.") var redis: String?
+    @Option(name: .customLong("batch"), help: "Batch sizes to measure (repeatable).") var batches: [Int] = [1, 100]
+    @Option(name: .customLong("body-bytes"), help: "Approximate size of each message body.") var bodyBytes: Int = 64
+
+    func validate() throws {
+        for b in batches where !(1...1000).contains(b) { throw ValidationError("--batch must be in [1, 1000]") }
+        guard (2...65536).contains(bodyBytes) else { throw ValidationError("--body-bytes must be in [2, 65536]") }
+        if let redis, RedisURL(redis) == nil { throw ValidationError("--redis must be redis://host:port[/db], got '\(redis)'") }
+    }
+
+    func run() throws {
+        let opts = options
+        let padding = String(repeating: "x", count: max(0, bodyBytes - 16))
+        let body = JSONValue.object([("pad", .string(padding))]).serialized()
+        let runID = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        var results: [BenchResult] = []
+        var ratios: [(String, Double)] = []
+        let redisURL = redis.flatMap(RedisURL.init)
+        for batch in batches {
+            let concord = concordRun(opts, batch: batch, body: body, topic: "bench-\(runID)-b\(batch)")
+            results.append(concord)
+            if let redisURL {
+                let raw = streamsRun(opts, batch: batch, body: body, url: redisURL, stream: "concord-bench:\(runID):b\(batch)")
+                results.append(raw)
+                if raw.opsPerSecond > 0 { ratios.append(("ratio_concord_to_streams_batch_\(batch)", concord.opsPerSecond / raw.opsPerSecond)) }
+            }
+        }
+        printResults(results, ratios: ratios, json: opts.json, extra: [("unit", .string("messages produced+consumed+acked per second; latency per iteration (produce B, consume B, ack)"))])
+        if let redisURL {
+            // Leave nothing behind: the baseline's streams.
+            if let c = try? BlockingRESP(url: redisURL) {
+                for batch in batches { _ = try? c.call(["DEL", "concord-bench:\(runID):b\(batch)"]) }
+            }
+        }
+    }
+
+    /// Concord over HTTP: POST /queue/produce (batch), /queue/consume (max B), /queue/ack.
+    private func concordRun(_ opts: BenchOptions, batch: Int, body: String, topic: String) -> BenchResult {
+        let messages = MessageCounter()
+        let produceBody: [UInt8] = {
+            let m = "{\"body\":\(body)}"
+            if batch == 1 { return Array("{\"topic\":\(JSONValue.string(topic).serialized()),\"body\":\(body)}".utf8) }
+            return Array("{\"topic\":\(JSONValue.string(topic).serialized()),\"messages\":[\(Array(repeating: m, count: batch).joined(separator: ","))]}".utf8)
+        }()
+        let topicJSON = JSONValue.string(topic).serialized()
+        let consumeBody = Array("{\"topic\":\(topicJSON),\"group\":\"bench\",\"consumer\":\"b\",\"max\":\(batch)}".utf8)
+        let ackPrefix = Array("{\"topic\":\(topicJSON),\"group\":\"bench\",\"receipts\":[".utf8)
+        // Register the group before the load (a group receives what is produced after its first use).
+        if let c = HTTPClient(url: opts.targets[0]) {
+            _ = try? c.post("/queue/consume", json: "{\"topic\":\(topicJSON),\"group\":\"bench\",\"consumer\":\"setup\"}")
+        }
+        var result = runLoad(name: "concord queue batch \(batch)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                             setup: { opts.client($0) },
+                             operation: { client, _ in
+            let p = try client.request("POST", "/queue/produce", body: produceBody)
+            guard p.status == 200 else { return false }
+            let c = try client.request("POST", "/queue/consume", body: consumeBody)
+            guard c.status == 200 else { return false }
+            // Scanned, not parsed: the client's CPU is shared with the nodes and Redis here.
+            let receipts = scanStrings(c.body, after: receiptMarker)
+            if receipts.isEmpty { return true }
+            var ack: [UInt8] = ackPrefix
+            for (i, r) in receipts.enumerated() {
+                if i > 0 { ack.append(0x2C) }
+                ack.append(0x22); ack += r; ack.append(0x22)
+            }
+            ack += [0x5D, 0x7D]
+            let a = try client.request("POST", "/queue/ack", body: ack)
+            guard a.status == 200, let acked = scanInteger(a.body, after: ackedMarker) else { return false }
+            messages.add(acked)
+            return true
+        })
+        result.ops = UInt64(messages.value)
+        return result
+    }
+
+    /// Raw Redis Streams with the same thread model: one blocking RESP connection per thread.
+    private func streamsRun(_ opts: BenchOptions, batch: Int, body: String, url: RedisURL, stream: String) -> BenchResult {
+        let messages = MessageCounter()
+        if let c = try? BlockingRESP(url: url) {
+            _ = try? c.call(["XGROUP", "CREATE", stream, "bench", "$", "MKSTREAM"])
+        }
+        let bodyBytes = Array(body.utf8)
+        var result = runLoad(name: "redis streams batch \(batch)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                             setup: { worker in (try BlockingRESP(url: url), "c\(worker)") },
+                             operation: { state, _ in
+            let (conn, consumer) = state
+            let add: [[UInt8]] = [Array("XADD".utf8), Array(stream.utf8), [0x2A], Array("body".utf8), bodyBytes]
+            let added = try conn.pipeline(Array(repeating: add, count: batch))
+            guard !added.contains(where: \.isError) else { return false }
+            let read = try conn.call(["XREADGROUP", "GROUP", "bench", consumer, "COUNT", String(batch), "STREAMS", stream, ">"])
+            // [[stream, [[id, [field, value]], ...]]]
+            guard case .array(let streams) = read else { return !read.isError }
+            var ids: [[UInt8]] = []
+            for s in streams ?? [] {
+                guard case .array(let pair) = s, let pair, pair.count == 2, case .array(let entries) = pair[1] else { continue }
+                for e in entries ?? [] {
+                    if case .array(let fields) = e, let fields, case .bulk(let id) = fields[0], let id { ids.append(id) }
+                }
+            }
+            if ids.isEmpty { return true }
+            let acked = try conn.command([Array("XACK".utf8), Array(stream.utf8), Array("bench".utf8)] + ids)
+            guard case .integer(let n) = acked else { return false }
+            messages.add(Int(n))
+            return true
+        })
+        result.ops = UInt64(messages.value)
+        return result
+    }
+}
+
+private let receiptMarker = Array("\"receipt\":\"".utf8)
+private let ackedMarker = Array("\"acked\":".utf8)
+
+/// The bytes of every string value that follows `marker` (values without escapes).
+func scanStrings(_ body: [UInt8], after marker: [UInt8]) -> [ArraySlice<UInt8>] {
+    var out: [ArraySlice<UInt8>] = []
+    var i = 0
+    let n = body.count, m = marker.count
+    while i + m <= n {
+        if body[i] == marker[0] && body[i..<(i + m)].elementsEqual(marker) {
+            let start = i + m
+            var end = start
+            while end < n && body[end] != 0x22 { end += 1 }
+            out.append(body[start..<end])
+            i = end
+        } else {
+            i += 1
+        }
+    }
+    return out
+}
+
+/// The integer that follows `marker`.
+func scanInteger(_ body: [UInt8], after marker: [UInt8]) -> Int? {
+    let n = body.count, m = marker.count
+    var i = 0
+    while i + m <= n {
+        if body[i] == marker[0] && body[i..<(i + m)].elementsEqual(marker) {
+            var j = i + m, v = 0, digits = 0
+            while j < n, body[j] >= 0x30, body[j] <= 0x39 { v = v * 10 + Int(body[j] - 0x30); j += 1; digits += 1 }
+            return digits > 0 ? v : nil
+        }
+        i += 1
+    }
+    return nil
+}
+
+final class MessageCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add(_ n: Int) { lock.lock(); count += n; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
+
+// MARK: - A tiny blocking RESP2 client (the baseline's; one per thread)
+
+enum RESPValue {
+    case simple(String)
+    case error(String)
+    case integer(Int64)
+    case bulk([UInt8]?)
+    case array([RESPValue]?)
+
+    var isError: Bool { if case .error = self { return true } else { return false } }
+}
+
+final class BlockingRESP {
+    private var fd: Int32 = -1
+    private var buffer: [UInt8] = []
+    private var position = 0
+
+    init(url: RedisURL, timeoutMs: Int = 5000) throws {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var info: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(url.host, String(url.port), &hints, &info) == 0, let ai = info else { throw RuntimeError("cannot resolve \(url.host)") }
+        defer { freeaddrinfo(info) }
+        let s = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
+        guard s >= 0 else { throw RuntimeError("socket failed") }
+        var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var one: Int32 = 1
+        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard connect(s, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else {
+            close(s)
+            throw RuntimeError("cannot connect to redis at \(url.host):\(url.port)")
+        }
+        fd = s
+        if let password = url.password {
+            let auth = try call(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
+            if case .error(let e) = auth { throw RuntimeError("AUTH failed: \(e)") }
+        }
+        if url.db != 0 { _ = try call(["SELECT", String(url.db)]) }
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    func call(_ args: [String]) throws -> RESPValue { try command(args.map { Array($0.utf8) }) }
+
+    func command(_ args: [[UInt8]]) throws -> RESPValue { try pipeline([args])[0] }
+
+    /// Writes every command in one send, then reads one reply per command.
+    func pipeline(_ commands: [[[UInt8]]]) throws -> [RESPValue] {
+        var out: [UInt8] = []
+        out.reserveCapacity(commands.count * 64)
+        for args in commands {
+            out += Array("*\(args.count)\r\n".utf8)
+            for a in args {
+                out += Array("$\(a.count)\r\n".utf8)
+                out += a
+                out += [13, 10]
+            }
+        }
+        var sent = 0
+        while sent < out.count {
+            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw RuntimeError("redis send failed") }
+            sent += n
+        }
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands { replies.append(try readValue(depth: 0)) }
+        if position == buffer.count { buffer.removeAll(keepingCapacity: true); position = 0 }
+        return replies
+    }
+
+    private func fill() throws {
+        if position > 0 && position == buffer.count { buffer.removeAll(keepingCapacity: true); position = 0 }
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { throw RuntimeError("redis connection closed or timed out") }
+        buffer.append(contentsOf: chunk[0..<n])
+    }
+
+    private func line() throws -> [UInt8] {
+        while true {
+            var i = position
+            while i + 1 < buffer.count {
+                if buffer[i] == 13 && buffer[i + 1] == 10 {
+                    let l = Array(buffer[position..<i])
+                    position = i + 2
+                    return l
+                }
+                i += 1
+            }
+            try fill()
+        }
+    }
+
+    private func readValue(depth: Int) throws -> RESPValue {
+        guard depth < 16 else { throw RuntimeError("reply nested too deep") }
+        let l = try line()
+        guard let kind = l.first else { throw RuntimeError("empty reply line") }
+        let rest = String(decoding: l.dropFirst(), as: UTF8.self)
+        switch kind {
+        case UInt8(ascii: "+"): return .simple(rest)
+        case UInt8(ascii: "-"): return .error(rest)
+        case UInt8(ascii: ":"): return .integer(Int64(rest) ?? 0)
+        case UInt8(ascii: "$"):
+            guard let n = Int(rest), n >= 0 else { return .bulk(nil) }
+            while buffer.count - position < n + 2 { try fill() }
+            let b = Array(buffer[position..<(position + n)])
+            position += n + 2
+            return .bulk(b)
+        case UInt8(ascii: "*"):
+            guard let n = Int(rest), n >= 0 else { return .array(nil) }
+            var items: [RESPValue] = []
+            items.reserveCapacity(n)
+            for _ in 0..<n { items.append(try readValue(depth: depth + 1)) }
+            return .array(items)
+        default:
+            throw RuntimeError("unknown reply type")
+        }
+    }
+}
