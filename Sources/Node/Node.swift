@@ -150,6 +150,15 @@ public final class ConcordNode {
 
     private func installSignals() {
         signal(SIGPIPE, SIG_IGN)
+        // A parent may have left SIGINT/SIGTERM blocked or ignored (a background job of a
+        // script, `concord dev`, a test runner): take them back, libevent handles them below.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
         for sig in [SIGTERM, SIGINT] {
             if let ev = event_new(loop.base, sig, Int16(EV_SIGNAL | EV_PERSIST), signalTrampoline, Unmanaged.passUnretained(self).toOpaque()) {
                 event_add(ev, nil)

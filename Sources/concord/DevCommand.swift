@@ -23,6 +23,15 @@ struct DevCommand: ParsableCommand {
     }
 
     func run() throws {
+        // SIGINT/SIGTERM are blocked here and taken with sigwait below: a Dispatch signal source
+        // misses signals that a non-interactive shell set to ignored for background jobs. The
+        // children unblock them again (the node does so at start).
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+        let mainThread = pthread_self()
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var children: [Process] = []
         var redisProcess: Process?
@@ -71,32 +80,23 @@ struct DevCommand: ParsableCommand {
         print("Ctrl-C stops everything.")
         fflush(nil)
 
-        let stop = DispatchSemaphore(value: 0)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let sources = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { stop.signal() }
-            s.resume()
-            return s
-        }
         // Also stop if every node exits on its own. (Not `waitUntilExit` on a background
         // thread: on Linux it spins a run loop that has no sources.)
-        let exited = ExitCounter(total: children.count) { stop.signal() }
+        let exited = ExitCounter(total: children.count) { pthread_kill(mainThread, SIGTERM) }
         for c in children {
             c.terminationHandler = { _ in exited.one() }
             if !c.isRunning { exited.one() }
         }
-        stop.wait()
-        _ = sources
+        var received: Int32 = 0
+        sigwait(&stopSignals, &received)
 
         print("stopping...")
         for c in children where c.isRunning { kill(c.processIdentifier, SIGTERM) }
         let deadline = Date().addingTimeInterval(6)
         while children.contains(where: { $0.isRunning }) && Date() < deadline { usleep(50_000) }
         for c in children where c.isRunning { kill(c.processIdentifier, SIGKILL) }
-        if let p = redisProcess {
-            kill(p.processIdentifier, SIGTERM)
+        if let p = redisProcess, let u = RedisURL(redisURL) {
+            shutdownRedis(port: u.port)
             let d = Date().addingTimeInterval(3)
             while p.isRunning && Date() < d { usleep(50_000) }
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
@@ -131,6 +131,20 @@ func freePort() throws -> Int {
     }
     guard ok else { throw RuntimeError("bind failed") }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Asks a local Redis to stop (SHUTDOWN NOSAVE flushes the AOF when it is on; no RDB).
+func shutdownRedis(port: Int) {
+    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(s) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
+    guard connected else { return }
+    let command = Array("SHUTDOWN NOSAVE\r\n".utf8)
+    _ = command.withUnsafeBytes { send(s, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
 }
 
 /// Polls PING on a fresh TCP connection until Redis answers or the timeout passes.
