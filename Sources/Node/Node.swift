@@ -73,6 +73,7 @@ public final class ConcordNode {
         membership = Membership(config: config, loop: loop, bus: bus, scripts: scripts, metrics: metrics, logger: logger)
         http = HTTPServer(loop: loop, logger: logger)
         http.requestDeadlineMs = config.requestDeadlineMs
+        http.maxConnections = config.maxConnections
     }
 
     /// Runs until SIGTERM/SIGINT; returns the process exit status (0 clean stop, 1 failure).

@@ -18,6 +18,8 @@ public struct NodeConfig: Sendable {
     public var membershipHeartbeatMs: Int = 100
     /// How long start-up waits for Redis before giving up (exit 1).
     public var redisStartupTimeoutMs: Int = 10_000
+    /// Client connections served at once (the listener pauses at the bound).
+    public var maxConnections: Int = 1024
     /// Per-request deadline on the HTTP side.
     public var requestDeadlineMs: Int = 10_000
     /// Raft log entries kept before the lock table is snapshotted and the log compacted.

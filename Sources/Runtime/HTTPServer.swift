@@ -33,6 +33,11 @@ public struct HTTPError: Error, Sendable {
     }
 }
 
+private let connectionClosedTrampoline: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { connection, arg in
+    guard let connection, let arg else { return }
+    Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue().connectionClosed(connection)
+}
+
 private let requestTrampoline: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Void = { req, arg in
     guard let req, let arg else { return }
     let server = Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue()
@@ -51,6 +56,13 @@ public final class HTTPServer {
     public var handler: ((HTTPRequest) -> Void)?
     public private(set) var inFlight = 0
     public private(set) var accepting = true
+    /// At most this many client connections with a request seen; at the bound the listener
+    /// stops accepting (new clients wait in the kernel's backlog) until one closes.
+    public var maxConnections = 1024
+    private var connections: Set<OpaquePointer> = []
+    private var listener: OpaquePointer?
+    private var listening = true
+    public var connectionCount: Int { connections.count }
     let logger: Logger
 
     public init(loop: EventLoop, logger: Logger) {
@@ -71,9 +83,10 @@ public final class HTTPServer {
     /// Binds the listening socket. Throws with a reason on failure.
     public func bind(host: String, port: Int) throws {
         guard let http else { throw RuntimeError("server closed") }
-        if evhttp_bind_socket_with_handle(http, host, UInt16(port)) == nil {
+        guard let bound = evhttp_bind_socket_with_handle(http, host, UInt16(port)) else {
             throw RuntimeError("cannot listen on \(host):\(port): \(String(cString: strerror(errno)))")
         }
+        listener = evhttp_bound_socket_get_listener(bound)
     }
 
     /// Stops accepting new requests: every later request is answered 503 at once.
@@ -81,11 +94,15 @@ public final class HTTPServer {
 
     /// Frees evhttp (closes listeners and connections). Call on the loop before the base is freed.
     public func close() {
-        if let http { evhttp_free(http) }
+        let h = http
         http = nil
+        listener = nil
+        if let h { evhttp_free(h) }
+        connections.removeAll()
     }
 
     fileprivate func accept(_ raw: OpaquePointer) {
+        track(raw)
         let request = HTTPRequest(raw: raw, server: self)
         inFlight += 1
         if !accepting {
@@ -99,6 +116,25 @@ public final class HTTPServer {
         handler?(request)
         // Most answers are synchronous; only a request still open gets a deadline timer.
         if !request.isDone && request.deadlineTimer == nil { rearm(request, ms: requestDeadlineMs) }
+    }
+
+    private func track(_ raw: OpaquePointer) {
+        guard let connection = evhttp_request_get_connection(raw), !connections.contains(connection) else { return }
+        connections.insert(connection)
+        evhttp_connection_set_closecb(connection, connectionClosedTrampoline, Unmanaged.passUnretained(self).toOpaque())
+        if connections.count >= maxConnections, listening, let listener {
+            evconnlistener_disable(listener)
+            listening = false
+            logger.warning("connection bound reached; not accepting", metadata: ["connections": "\(connections.count)"])
+        }
+    }
+
+    fileprivate func connectionClosed(_ connection: OpaquePointer) {
+        guard connections.remove(connection) != nil else { return }
+        if !listening, connections.count < maxConnections, let listener, http != nil {
+            evconnlistener_enable(listener)
+            listening = true
+        }
     }
 
     fileprivate func rearm(_ request: HTTPRequest, ms: Int) {

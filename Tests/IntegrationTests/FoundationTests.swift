@@ -233,3 +233,31 @@ func runShell(_ command: String) throws -> String {
     p.waitUntilExit()
     return String(decoding: data, as: UTF8.self)
 }
+
+final class ConnectionBoundTests: XCTestCase {
+    /// At the connection bound the node stops accepting; a waiting client is served as soon as
+    /// another connection closes. Nothing crashes or hangs.
+    func testConnectionsAreBounded() throws {
+        let redis = try RedisServer()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("concord-conn-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let node = NodeProcess(id: "n1", port: freeTCPPort(), arguments: ["--redis", redis.url, "--cluster", "cb\(redis.port)"], logDir: dir)
+        node.environment["CONCORD_MAX_CONNECTIONS"] = "3"
+        try node.start()
+        try node.waitHealthy()
+        // waitHealthy's clients are gone; hold three keep-alive connections open.
+        try waitUntil("probe connections closed", seconds: 5) {
+            let c = node.client(timeoutMs: 300)
+            defer { c.close() }
+            return (try? c.get("/health").status) == 200
+        }
+        let held = (0..<3).map { _ in node.client(timeoutMs: 2000) }
+        for c in held { XCTAssertEqual(try c.get("/health").status, 200) }
+        let extra = node.client(timeoutMs: 600)
+        XCTAssertThrowsError(try extra.get("/health"), "a fourth connection must wait while three are open")
+        held[0].close()
+        let late = node.client(timeoutMs: 3000)
+        XCTAssertEqual(try late.get("/health").status, 200)
+        for c in held.dropFirst() { XCTAssertEqual(try c.get("/health").status, 200) }
+    }
+}
