@@ -64,6 +64,7 @@ struct NodeCommand: ParsableCommand {
             guard let format = LogFormat(rawValue: f) else { throw ValidationError("--log-format must be text or json, got '\(f)'") }
             config.logFormat = format
         }
+        if let t = ProcessInfo.processInfo.environment["CONCORD_SNAPSHOT_ENTRIES"], let v = Int(t), v >= 10 { config.snapshotThresholdEntries = v }
         if let t = ProcessInfo.processInfo.environment["CONCORD_MAX_CONNECTIONS"], let v = Int(t), v > 0 { config.maxConnections = v }
         if let t = ProcessInfo.processInfo.environment["CONCORD_REDIS_STARTUP_TIMEOUT_MS"], let v = Int(t), v > 0 { config.redisStartupTimeoutMs = v }
         if let problem = config.validate() { throw ValidationError("\(problem.flag) \(problem.reason)") }

@@ -167,6 +167,43 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertFalse(c.nodes.contains { $0.log.contains("corrupt") }, c.dumpLogs())
     }
 
+    /// The lock table is snapshotted into Redis and the log compacted past the threshold; a node
+    /// that was down meanwhile catches up from the leader's snapshot (sent over pub/sub), and a
+    /// restarted node rebuilds from its own snapshot.
+    func testSnapshotsCompactTheLogAndALaggingNodeCatchesUpFromOne() throws {
+        let c = try TestCluster(nodes: 3, environment: ["CONCORD_SNAPSHOT_ENTRIES": "50"])
+        let l = try waitLeader(c)
+        let lagging = c.nodes.first { $0.id != l.id }!
+        lagging.kill9()
+        let live = c.nodes.filter { $0.id != lagging.id }
+        try waitLeader(c, among: live)
+        XCTAssertEqual(try acquire(live[0], "kept", "holder", ttl: 120_000).status, 200)
+        for i in 0..<80 {
+            XCTAssertEqual(try acquire(live[i % 2], "churn", "o\(i)").status, 200)
+            XCTAssertEqual(try release(live[(i + 1) % 2], "churn", "o\(i)").status, 200)
+        }
+        let leaderState = try live[0].client().get("/raft/state").json!
+        XCTAssertGreaterThan(leaderState["snapshot_index"]?.int64Value ?? 0, 0, "the log should have been compacted")
+        let logSize = Int(try c.redis.cli("ZCARD", "concord:\(c.cluster):raft:{\(live[0].id)}:log")) ?? -1
+        XCTAssertLessThan(logSize, 120, "compaction must bound the stored log")
+        try lagging.start()
+        try lagging.waitHealthy()
+        try waitUntil("the lagging node installs a snapshot and catches up", seconds: 15) {
+            let mine = try lagging.client().get("/raft/state").json
+            let commit = try live[0].client().get("/raft/state").json?["commit_index"]?.int64Value ?? -1
+            return (mine?["commit_index"]?.int64Value ?? -2) >= commit && (mine?["snapshot_index"]?.int64Value ?? 0) > 0
+        }
+        XCTAssertEqual(try status(lagging, "kept")["holders"]?.arrayValue?.first?["owner"]?.stringValue, "holder")
+        // A restart rebuilds from the stored snapshot plus the log after it.
+        lagging.kill9()
+        try lagging.start()
+        try lagging.waitHealthy()
+        try waitLeader(c)
+        XCTAssertEqual(try status(lagging, "kept")["holders"]?.arrayValue?.first?["owner"]?.stringValue, "holder")
+        let next = try acquire(lagging, "after-snapshot", "z")
+        XCTAssertEqual(next.status, 200)
+    }
+
     func testDeadlockBetweenOwnersOnDifferentNodesPicksTheYoungest() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)

@@ -288,7 +288,7 @@ final class TestCluster {
     let logDir: URL
     let cluster: String
 
-    init(nodes count: Int, redis: RedisServer? = nil, extraArguments: [String] = [], aof: Bool = false) throws {
+    init(nodes count: Int, redis: RedisServer? = nil, extraArguments: [String] = [], aof: Bool = false, environment: [String: String] = [:]) throws {
         self.redis = try redis ?? RedisServer(aof: aof)
         cluster = "t\(UInt32.random(in: 0..<UInt32.max))"
         logDir = FileManager.default.temporaryDirectory.appendingPathComponent("concord-test-logs-\(cluster)")
@@ -296,7 +296,9 @@ final class TestCluster {
         let ports = freeTCPPorts(count)
         let ids = (1...count).map { "n\($0)" }
         for (i, id) in ids.enumerated() {
-            nodes.append(NodeProcess(id: id, port: ports[i], arguments: ["--redis", self.redis.url, "--cluster", cluster, "--members", ids.joined(separator: ",")] + extraArguments, logDir: logDir))
+            let node = NodeProcess(id: id, port: ports[i], arguments: ["--redis", self.redis.url, "--cluster", cluster, "--members", ids.joined(separator: ",")] + extraArguments, logDir: logDir)
+            node.environment = environment
+            nodes.append(node)
         }
         for n in nodes { try n.start() }
         for n in nodes { try n.waitHealthy() }
