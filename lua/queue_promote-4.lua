@@ -17,20 +17,7 @@
 ]]
 local rcall = redis.call
 
-local err
-local function int_arg(i, name, lo, hi)
-  local s = ARGV[i]
-  if type(s) ~= "string" or not string.match(s, "^%d+$") or #s > 15 then
-    err = err or ("BADARG " .. name .. " must be a non-negative integer")
-    return 0
-  end
-  local n = tonumber(s)
-  if n < lo or n > hi then
-    err = err or ("BADARG " .. name .. " must be in [" .. lo .. ", " .. hi .. "]")
-    return 0
-  end
-  return n
-end
+--@include int_arg
 
 local now = int_arg(1, "now_ms", 0, 999999999999999)
 local limit = int_arg(2, "limit", 1, 10000)

@@ -23,7 +23,7 @@ public final class LuaScripts {
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".lua") }.sorted()
         guard !files.isEmpty else { throw RuntimeError("no Lua scripts in \(directory.path)") }
         for file in files {
-            let source = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+            let source = try LuaScripts.source(file: file, directory: directory)
             // Script names drop the BullMQ-style key count: "queue_produce-4.lua" -> "queue_produce".
             var name = String(file.dropLast(4))
             if let dash = name.lastIndex(of: "-"), Int(name[name.index(after: dash)...]) != nil { name = String(name[..<dash]) }
@@ -32,6 +32,28 @@ public final class LuaScripts {
     }
 
     public var names: [String] { scripts.keys.sorted() }
+
+    /// A script's text with every `--@include name` line replaced by `includes/name.lua`
+    /// (Redis scripts cannot load code, so shared helpers are spliced in before SCRIPT LOAD,
+    /// as BullMQ does at build time).
+    public static func source(file: String, directory: URL) throws -> String {
+        let text = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+        guard text.contains("--@include ") else { return text }
+        var out: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("--@include ") {
+                let name = line.dropFirst("--@include ".count).trimmingCharacters(in: .whitespaces)
+                guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) else {
+                    throw RuntimeError("\(file): bad include '\(name)'")
+                }
+                let included = try String(contentsOf: directory.appendingPathComponent("includes/\(name).lua"), encoding: .utf8)
+                out.append(included.hasSuffix("\n") ? String(included.dropLast()) : included)
+            } else {
+                out.append(String(line))
+            }
+        }
+        return out.joined(separator: "\n")
+    }
 
     /// Finds `lua/`: $CONCORD_LUA_DIR, then upward from the executable and the working
     /// directory, then /usr/local/share/concord/lua.

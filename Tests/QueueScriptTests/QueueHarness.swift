@@ -1,6 +1,7 @@
 // Key layout, script loading (SCRIPT LOAD + EVALSHA, reload on NOSCRIPT) and typed
 // wrappers over the queue scripts in lua/, as the node will call them.
 import Foundation
+import Runtime
 
 /// Keys of one partition: `concord:<cluster>:q:{<topic>:<p>}:...` (lua/README.md).
 struct PartitionKeys {
@@ -44,8 +45,9 @@ final class Scripts {
 
     init(directory: URL) { self.directory = directory }
 
+    /// The script as the node loads it (shared `--@include` helpers spliced in).
     func source(_ name: String) throws -> String {
-        try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
+        try LuaScripts.source(file: name, directory: directory)
     }
 
     /// EVALSHA, loading the script first if needed, and again once after NOSCRIPT.
