@@ -56,16 +56,16 @@ struct BenchCache: ParsableCommand {
 
         let redisURL = RedisURL(redis ?? ProcessInfo.processInfo.environment["CONCORD_REDIS_URL"] ?? "redis://127.0.0.1:6379/0") ?? RedisURL()
         do {
-            let setup = try RESPBenchClient(redisURL)
+            let setup = try BlockingRESP(url: redisURL)
             let raw = value.serialized()
-            for i in 0..<keyCount { _ = try setup.command(["SET", "concord:bench:\(runID):get:\(i)", raw]) }
+            for i in 0..<keyCount { _ = try setup.call(["SET", "concord:bench:\(runID):get:\(i)", raw]) }
             let getRequests = (0..<keyCount).map { LoadDriver.resp(["GET", "concord:bench:\(runID):get:\($0)"]) }
             let get = runEvented(name: "redis GET", targets: [(redisURL.host, redisURL.port)], connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
                                  framing: .resp, request: { conn, seq in getRequests[Int(seq &+ UInt64(conn)) % keyCount] },
                                  validate: { $0.first == UInt8(ascii: "$") && $0.count > 5 })
             results.append(get)
             if get.opsPerSecond > 0 { ratios.append(("ratio_cache_hit_to_redis_get", hits.opsPerSecond / get.opsPerSecond)) }
-            for i in 0..<keyCount { _ = try? setup.command(["DEL", "concord:bench:\(runID):get:\(i)"]) }
+            for i in 0..<keyCount { _ = try? setup.call(["DEL", "concord:bench:\(runID):get:\(i)"]) }
         } catch {
             FileHandle.standardError.write(Data("redis baseline skipped: \(error)\n".utf8))
         }
@@ -168,92 +168,3 @@ func runMeasured<State>(name: String, concurrency: Int, seconds: Double, quiet: 
     // ops/s over the timed part only (the untimed preparation is excluded).
     return BenchResult(name: name, ops: ops, errors: errors, seconds: busySeconds > 0 ? busySeconds : Date().timeIntervalSince(start), histogram: merged)
 }
-
-/// A tiny blocking RESP client: one command at a time on one connection, like the HTTP
-/// client the load generator uses, so the baseline pays the same per-request costs.
-final class RESPBenchClient {
-    private var fd: Int32 = -1
-    private var buffer: [UInt8] = []
-    private var readIndex = 0
-
-    init(_ url: RedisURL) throws {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(url.host, String(url.port), &hints, &result) == 0, let info = result else { throw RuntimeError("cannot resolve \(url.host)") }
-        defer { freeaddrinfo(result) }
-        let s = socket(info.pointee.ai_family, info.pointee.ai_socktype, info.pointee.ai_protocol)
-        guard s >= 0 else { throw RuntimeError("socket failed") }
-        var one: Int32 = 1
-        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(s, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
-            close(s)
-            throw RuntimeError("cannot connect to redis at \(url.host):\(url.port)")
-        }
-        fd = s
-        if let password = url.password {
-            _ = try command(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
-        }
-        if url.db != 0 { _ = try command(["SELECT", String(url.db)]) }
-    }
-
-    deinit { if fd >= 0 { close(fd) } }
-
-    /// Sends one command; returns a bulk reply's bytes, a status/integer as text, nil for a null.
-    func command(_ args: [String]) throws -> [UInt8]? {
-        var out: [UInt8] = Array("*\(args.count)\r\n".utf8)
-        for a in args {
-            out += Array("$\(a.utf8.count)\r\n".utf8)
-            out += Array(a.utf8)
-            out += [13, 10]
-        }
-        var sent = 0
-        while sent < out.count {
-            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw RuntimeError("redis send failed") }
-            sent += n
-        }
-        let header = try line()
-        guard let kind = header.first else { throw RuntimeError("empty reply") }
-        let rest = header.dropFirst()
-        switch kind {
-        case UInt8(ascii: "+"), UInt8(ascii: ":"): return Array(rest)
-        case UInt8(ascii: "-"): throw RuntimeError("redis: \(String(decoding: rest, as: UTF8.self))")
-        case UInt8(ascii: "$"):
-            guard let n = Int(String(decoding: rest, as: UTF8.self)) else { throw RuntimeError("bad bulk length") }
-            if n < 0 { return nil }
-            try need(n + 2)
-            let bytes = Array(buffer[readIndex..<(readIndex + n)])
-            readIndex += n + 2
-            return bytes
-        default: throw RuntimeError("unexpected reply type")
-        }
-    }
-
-    private func line() throws -> [UInt8] {
-        while true {
-            if let end = buffer[readIndex...].firstIndex(of: 10), end > readIndex, buffer[end - 1] == 13 {
-                let l = Array(buffer[readIndex..<(end - 1)])
-                readIndex = end + 1
-                return l
-            }
-            try fill()
-        }
-    }
-
-    private func need(_ n: Int) throws { while buffer.count - readIndex < n { try fill() } }
-
-    private func fill() throws {
-        if readIndex > 0 && readIndex == buffer.count { buffer.removeAll(keepingCapacity: true); readIndex = 0 }
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard n > 0 else { throw RuntimeError("redis connection closed") }
-        buffer.append(contentsOf: chunk[0..<n])
-    }
-}
-
-/// A minimal keep-alive HTTP/1.1 GET client for the read-hit loop: requests are prebuilt, the
-/// response is parsed only for its status and Content-Length.
