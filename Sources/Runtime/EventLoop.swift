@@ -36,7 +36,12 @@ public final class EventLoop {
 
     public init() {
         _ = pthreadsOnce
-        guard let base = event_base_new() else { fatalError("event_base_new failed") }
+        // With the epoll changelist, libevent folds the EV_READ disable/enable pair evhttp does
+        // around every request into one epoll_ctl (or none) per loop iteration.
+        let config = event_config_new()
+        if let config { event_config_set_flag(config, Int32(EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST.rawValue)) }
+        guard let base = (config.flatMap { event_base_new_with_config($0) }) ?? event_base_new() else { fatalError("event_base_new failed") }
+        if let config { event_config_free(config) }
         self.base = base
     }
 
