@@ -1,6 +1,11 @@
+#!lua flags=allow-oom
 --[[
   Persists one Raft `Ready` of one node atomically, in the order the Raft core requires:
-  snapshot, log entries (truncate a conflicting suffix, then append), hard state.
+  snapshot, log entries (truncate a conflicting suffix, then append), hard state; then
+  publishes the Ready's messages. A message is published only after every write before it
+  succeeded, so nothing leaves the node that depends on state Redis has not stored (a vote,
+  an append acknowledgement). `allow-oom`: Raft's own small writes must not fail because the
+  queue filled Redis's memory.
 
   KEYS[1]  concord:<cluster>:raft:{<node>}:hard      hash: term, vote, commit
   KEYS[2]  concord:<cluster>:raft:{<node>}:log       zset: score = entry index, member = encoded entry
@@ -16,13 +21,22 @@
   ARGV[7]  vote ("" for none)
   ARGV[8]  commit index
   ARGV[9]  index of the first entry that follows (0 when none)
-  ARGV[10..] encoded entries, consecutive indexes from ARGV[9]
+  ARGV[10] n, the number of entries
+  ARGV[11 .. 10+n]        encoded entries, consecutive indexes from ARGV[9]
+  ARGV[11+n ..]           pairs: channel, message (bus frames to PUBLISH after the writes)
 
   Reply: the number of entries now in the log.
+  Errors (nothing written): "BADARG <what>".
 ]]
 local rcall = redis.call
 local mode = ARGV[1]
-if mode == 'replace' or mode == 'compact' then
+local first = tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
+if mode ~= 'none' and mode ~= 'replace' and mode ~= 'compact' then return redis.error_reply('BADARG snapshot mode') end
+if not first or not n or n < 0 or #ARGV < 10 + n or (#ARGV - 10 - n) % 2 ~= 0 then
+  return redis.error_reply('BADARG entry count or message pairs')
+end
+if mode ~= 'none' then
   local index = tonumber(ARGV[2])
   if not index then return redis.error_reply('BADARG snapshot index') end
   rcall('HSET', KEYS[3], 'index', ARGV[2], 'term', ARGV[3], 'data', ARGV[4])
@@ -31,18 +45,17 @@ if mode == 'replace' or mode == 'compact' then
   else
     rcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', index)
   end
-elseif mode ~= 'none' then
-  return redis.error_reply('BADARG snapshot mode')
 end
-local first = tonumber(ARGV[9])
-if not first then return redis.error_reply('BADARG first index') end
-if #ARGV >= 10 then
+if n > 0 then
   rcall('ZREMRANGEBYSCORE', KEYS[2], first, '+inf')
-  for i = 10, #ARGV do
-    rcall('ZADD', KEYS[2], first + i - 10, ARGV[i])
+  for i = 1, n do
+    rcall('ZADD', KEYS[2], first + i - 1, ARGV[10 + i])
   end
 end
 if ARGV[5] == '1' then
   rcall('HSET', KEYS[1], 'term', ARGV[6], 'vote', ARGV[7], 'commit', ARGV[8])
+end
+for i = 11 + n, #ARGV, 2 do
+  rcall('PUBLISH', ARGV[i], ARGV[i + 1])
 end
 return rcall('ZCARD', KEYS[2])

@@ -80,6 +80,12 @@ public final class ConcordNode {
     public func run() -> Int32 {
         wireMetrics()
         installSignals()
+        // After a reconnect, load every script again before anything needs it (a restarted
+        // Redis has an empty script cache; NOSCRIPT retries are the fallback).
+        redis.addStateListener { [weak self] ready in
+            guard ready, let self, self.redis.everConnected, self.redis.reconnects > 0 else { return }
+            self.scripts.loadAll { _ in }
+        }
         redis.start()
         subscriber.start()
         waitForRedis(deadline: EventLoop.monoMs() + Int64(config.redisStartupTimeoutMs))
@@ -200,9 +206,11 @@ public final class ConcordNode {
         for t in timers { t.cancel() }
         for ev in signalEvents { event_free(ev) }
         signalEvents.removeAll()
-        http.close()
+        // Redis first: freeing a hiredis context runs its pending callbacks, which may still
+        // answer HTTP requests — evhttp must be alive for that.
         redis.close()
         subscriber.close()
+        http.close()
     }
 
     // MARK: metrics

@@ -70,6 +70,13 @@ public final class Bus {
         publish(channel: Bus.broadcastChannel(cluster: cluster), Envelope(type: type, sender: nodeID, payload: payload), done: done)
     }
 
+    /// A frame for `node` and its channel, counted as sent, for a caller that publishes it
+    /// itself (the Raft driver publishes from inside its persistence script).
+    public func frame(to node: String, type: BusMessageType, payload: [UInt8]) -> (channel: String, bytes: [UInt8]) {
+        sentByType[type, default: 0] += 1
+        return (Bus.nodeChannel(cluster: cluster, node: node), Envelope(type: type, sender: nodeID, payload: payload).encode())
+    }
+
     private func publish(channel: String, _ envelope: Envelope, done: ((RedisReply) -> Void)?) {
         sentByType[envelope.type, default: 0] += 1
         commands.send([Array("PUBLISH".utf8), Array(channel.utf8), envelope.encode()]) { reply in done?(reply) }

@@ -30,6 +30,9 @@ public final class LoadDriver {
     private let loop = EventLoop()
     private let targets: [(host: String, port: Int)]
     private var contexts: [ConnectionContext] = []
+    /// Sees every complete response (connection index, bytes) before the next request is built,
+    /// for stateful workloads (e.g. a lock key to unlock).
+    public var onResponse: ((Int, [UInt8]) -> Void)?
     private let framing: Framing
     private let request: (Int, UInt64) -> [UInt8]
     private let validate: ([UInt8]) -> Bool
@@ -40,7 +43,8 @@ public final class LoadDriver {
 
     /// Connection i goes to `targets[i % targets.count]` (IPv4 literals or "localhost").
     public init(targets: [(host: String, port: Int)], framing: Framing, request: @escaping (Int, UInt64) -> [UInt8],
-                validate: @escaping ([UInt8]) -> Bool, record: @escaping (Int64) -> Void) {
+                validate: @escaping ([UInt8]) -> Bool, record: @escaping (Int64) -> Void, onResponse: ((Int, [UInt8]) -> Void)? = nil) {
+        self.onResponse = onResponse
         precondition(!targets.isEmpty, "LoadDriver needs a target")
         self.targets = targets; self.framing = framing
         self.request = request; self.validate = validate; self.record = record
@@ -126,6 +130,7 @@ public final class LoadDriver {
             evbuffer_drain(input, length)
             guard c.busy else { continue }
             record(EventLoop.monoMicros() - c.sentAt)
+            onResponse?(c.index, response)
             if validate(response) {
                 outcome.ops += 1
             } else {
@@ -219,6 +224,15 @@ public final class LoadDriver {
             return p
         default: return lineEnd
         }
+    }
+
+    /// The body of a framed HTTP response.
+    public static func httpBody(_ response: [UInt8]) -> [UInt8] {
+        guard response.count >= 4 else { return [] }
+        for i in 0...(response.count - 4) where response[i] == 13 && response[i + 1] == 10 && response[i + 2] == 13 && response[i + 3] == 10 {
+            return Array(response[(i + 4)...])
+        }
+        return []
     }
 
     /// A RESP command, as bytes.

@@ -140,6 +140,10 @@ public final class RedisConnection {
     public var silenceLimitMs: (() -> Int64?)?
     private var lastMessageMs: Int64 = 0
     private var readySinceMs: Int64 = 0
+    private var stateSinceMs: Int64 = 0
+    private var awaitingSubscriptions: Set<String> = []
+    /// A connect or handshake that has not finished by then is abandoned and retried.
+    static let setupTimeoutMs: Int64 = 5000
 
     public init(loop: EventLoop, url: RedisURL, name: String, subscriber: Bool, logger: Logger) {
         self.loop = loop
@@ -244,8 +248,13 @@ public final class RedisConnection {
         guard let step = steps.first else {
             backoffMs = 50
             everConnected = true
-            setState(.ready)
-            if subscriber { for channel in channels { sendSubscribe(channel) } }
+            if subscriber && !channels.isEmpty {
+                // Ready only once Redis confirmed every SUBSCRIBE: before that, messages are lost.
+                awaitingSubscriptions = channels
+                for channel in channels { sendSubscribe(channel) }
+            } else {
+                setState(.ready)
+            }
             logger.debug("redis connected", metadata: ["conn": "\(name)"])
             return
         }
@@ -263,6 +272,7 @@ public final class RedisConnection {
 
     private func setState(_ new: State) {
         let wasReady = state == .ready
+        if new != state { stateSinceMs = EventLoop.monoMs() }
         state = new
         let isReady = new == .ready
         if isReady && !wasReady { readySinceMs = EventLoop.monoMs() }
@@ -285,8 +295,14 @@ public final class RedisConnection {
 
     /// A connection whose PING has gone unanswered for 3 s is dropped and reconnected.
     private func checkLiveness() {
-        guard state == .ready, context != nil else { return }
         let now = EventLoop.monoMs()
+        if (state == .connecting || state == .handshaking), context != nil, now - stateSinceMs > RedisConnection.setupTimeoutMs {
+            lastError = "redis did not complete the connection within \(RedisConnection.setupTimeoutMs) ms"
+            logger.warning("redis connection setup timed out; retrying", metadata: ["conn": "\(name)"])
+            dropConnection()
+            return
+        }
+        guard state == .ready, context != nil else { return }
         if let since = pingOutstandingSinceMs {
             if now - since > 3000 {
                 lastError = "redis did not answer PING within 3 s"
@@ -380,8 +396,10 @@ public final class RedisConnection {
             lastMessageMs = EventLoop.monoMs()
             guard items.count == 3, let channel = items[1].string, let payload = items[2].bytes else { return }
             onMessage?(channel, payload)
-        case "pong":
-            pingOutstandingSinceMs = nil
+        case "subscribe":
+            guard items.count >= 2, let channel = items[1].string else { return }
+            awaitingSubscriptions.remove(channel)
+            if awaitingSubscriptions.isEmpty && state == .handshaking { setState(.ready) }
         default:
             break
         }

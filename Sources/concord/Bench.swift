@@ -107,11 +107,12 @@ func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool
 /// Drives `connections` keep-alive connections from one event loop (the shape of
 /// redis-benchmark and wrk) and returns the result with an HDR histogram of latencies.
 func runEvented(name: String, targets: [(host: String, port: Int)], connections: Int, seconds: Double, quiet: Bool, framing: LoadDriver.Framing,
-                request: @escaping (Int, UInt64) -> [UInt8], validate: @escaping ([UInt8]) -> Bool) -> BenchResult {
+                request: @escaping (Int, UInt64) -> [UInt8], validate: @escaping ([UInt8]) -> Bool,
+                onResponse: ((Int, [UInt8]) -> Void)? = nil) -> BenchResult {
     var hist = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-    let driver = LoadDriver(targets: targets, framing: framing, request: request, validate: validate) { micros in
+    let driver = LoadDriver(targets: targets, framing: framing, request: request, validate: validate, record: { micros in
         _ = hist.record(UInt64(max(1, micros)))
-    }
+    }, onResponse: onResponse)
     var last: UInt64 = 0
     let start = Date()
     let outcome = driver.run(connections: connections, seconds: seconds, progress: quiet ? nil : { ops, errors in

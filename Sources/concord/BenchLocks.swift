@@ -47,33 +47,83 @@ struct BenchLocks: ParsableCommand {
         let etcdURLs = etcd
         for m in (mode == "both" ? ["uncontended", "contended"] : [mode]) {
             let contended = m == "contended"
-            let concord = runLoad(name: "concord \(m)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+            // One client: the threaded runner times whole acquire+release pairs (the latency
+            // goal). More: the event-driven driver, so the load generator leaves the cores to
+            // the servers; each connection alternates acquire and release, ops are pairs.
+            let concord: BenchResult
+            if opts.concurrency == 1 {
+                concord = runLoad(name: "concord \(m) (pair latency)", concurrency: 1, seconds: opts.duration, quiet: opts.json,
                                   setup: { opts.client($0) },
-                                  operation: { client, i in
-                let worker = ObjectIdentifier(client).hashValue
-                let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(worker)"
-                let owner = "o-\(worker)"
-                let body: JSONValue = .object([("resource", .string(resource)), ("owner", .string(owner)), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
-                let a = try client.post("/lock/acquire", body)
-                guard a.status == 200 else { return false }
-                let r = try client.post("/lock/release", .object([("resource", .string(resource)), ("owner", .string(owner))]))
-                return r.status == 200
-            })
+                                  operation: { client, _ in
+                    let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-solo"
+                    let body: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-solo")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
+                    guard try client.post("/lock/acquire", body).status == 200 else { return false }
+                    return try client.post("/lock/release", .object([("resource", .string(resource)), ("owner", .string("o-solo"))])).status == 200
+                })
+            } else {
+                let targets = opts.targets.map(hostPort)
+                let requests: [[[UInt8]]] = (0..<opts.concurrency).map { conn in
+                    let t = targets[conn % targets.count]
+                    let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(conn)"
+                    let acquire: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-\(conn)")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
+                    let release: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-\(conn)"))])
+                    return [LoadDriver.http("POST", "/lock/acquire", host: "\(t.host):\(t.port)", body: acquire.bytes),
+                            LoadDriver.http("POST", "/lock/release", host: "\(t.host):\(t.port)", body: release.bytes)]
+                }
+                concord = pairs(runEvented(name: "concord \(m)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                                           framing: .http, request: { conn, seq in requests[conn][Int(seq % 2)] }, validate: httpOK))
+            }
             results.append(concord)
             if !etcdURLs.isEmpty {
-                let e = runLoad(name: "etcd \(m)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+                let e: BenchResult
+                if opts.concurrency == 1 {
+                    e = runLoad(name: "etcd \(m) (pair latency)", concurrency: 1, seconds: opts.duration, quiet: opts.json,
                                 setup: { try EtcdLockClient(url: etcdURLs[$0 % etcdURLs.count]) },
-                                operation: { client, i in
-                    let name = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(client.lease)"
-                    guard let key = try client.lock(name) else { return false }
-                    return try client.unlock(key)
-                })
+                                operation: { client, _ in
+                        let name = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(client.lease)"
+                        guard let key = try client.lock(name) else { return false }
+                        return try client.unlock(key)
+                    })
+                } else {
+                    e = pairs(try etcdEvented(m, contended: contended, runID: runID, urls: etcdURLs, opts: opts))
+                }
                 results.append(e)
                 if e.opsPerSecond > 0 { ratios.append(("ratio_concord_to_etcd_\(m)", concord.opsPerSecond / e.opsPerSecond)) }
             }
         }
         printResults(results, ratios: ratios, json: opts.json)
     }
+}
+
+/// Requests -> acquire+release pairs (latency stays per request).
+func pairs(_ r: BenchResult) -> BenchResult {
+    var p = r
+    p.ops = r.ops / 2
+    p.name = r.name + " (pairs; latency per request)"
+    return p
+}
+
+/// etcd's lock workload on the event-driven driver: a lease per connection (granted up front),
+/// then lock / unlock alternating, the key from each lock answer fed to the next unlock.
+func etcdEvented(_ mode: String, contended: Bool, runID: String, urls: [String], opts: BenchOptions) throws -> BenchResult {
+    let targets = urls.map(hostPort)
+    let clients = try (0..<opts.concurrency).map { try EtcdLockClient(url: urls[$0 % urls.count]) }
+    let leases = clients.map(\.lease)
+    final class Keys { var key: [String]; init(_ n: Int) { key = Array(repeating: "", count: n) } }
+    let keys = Keys(opts.concurrency)
+    return runEvented(name: "etcd \(mode)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json, framing: .http,
+                      request: { conn, seq in
+        let t = targets[conn % targets.count]
+        let host = "\(t.host):\(t.port)"
+        if seq % 2 == 0 {
+            let name = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(conn)"
+            let body: JSONValue = .object([("name", .string(Data(name.utf8).base64EncodedString())), ("lease", .string(leases[conn]))])
+            return LoadDriver.http("POST", "/v3/lock/lock", host: host, body: body.bytes)
+        }
+        return LoadDriver.http("POST", "/v3/lock/unlock", host: host, body: JSONValue.object([("key", .string(keys.key[conn]))]).bytes)
+    }, validate: httpOK, onResponse: { conn, response in
+        if let key = (try? JSONParser.parse(LoadDriver.httpBody(response)))?["key"]?.stringValue { keys.key[conn] = key }
+    })
 }
 
 // MARK: - `concord bench failover`: SIGKILL the leader under load; time to the next grant

@@ -48,7 +48,11 @@ public final class LockService: NodeService {
             apply: { [weak self] entry in self?.apply(entry) },
             restore: { [weak self] snapshot in self?.restore(snapshot) },
             readState: { [weak self] read in self?.readReady(read) },
-            roleChange: { [weak self] role, leader in self?.roleChanged(role, leader) })
+            roleChange: { [weak self] role, leader in self?.roleChanged(role, leader) },
+            applied: { [weak self] in
+                self?.maybeSnapshot()
+                self?.serveReads()
+            })
         node.bus.onRequest(.forwardRequest) { [weak self] envelope, reply in self?.forwarded(envelope, reply) }
         node.bus.on(.lockNotify) { [weak self] envelope in self?.notified(envelope) }
         node.raftSummary = { [weak self] in self?.summary() ?? RaftSummary() }
@@ -75,9 +79,23 @@ public final class LockService: NodeService {
 
     public func shutdown(_ done: @escaping () -> Void) {
         stopping = true
-        for (_, p) in pending { p.request.fail(.unavailable("node is shutting down")) }
+        // Waits this node holds are withdrawn, so the table never grants to a node that is gone.
+        var cancelled = 0
+        for (tag, p) in pending {
+            if p.queued, case .acquire(let a) = p.command {
+                abandoned.insert(tag)
+                let cancelTag = takeTag()
+                routeInternal(.cancelWait(CancelWaitCommand(resource: a.resource, owner: a.owner, origin: node.config.id, tag: cancelTag, nowMs: 0)), tag: cancelTag)
+                cancelled += 1
+            }
+            p.request.fail(.unavailable("node is shutting down"))
+        }
         pending.removeAll()
-        guard driver.isLeader, node.config.members.count > 1 else { driver.stop(); done(); return }
+        guard driver.isLeader, node.config.members.count > 1 else {
+            // Give forwarded cancels a moment to leave before the loop stops.
+            node.loop.after(ms: cancelled > 0 ? 200 : 0) { [weak self] in self?.driver.stop(); done() }
+            return
+        }
         // Hand leadership over before exiting, so the cluster does not wait an election timeout.
         driver.transferLeadership()
         let deadline = EventLoop.monoMs() + 2000
@@ -143,35 +161,51 @@ public final class LockService: NodeService {
         guard !stopping else { throw HTTPError.unavailable("node is shutting down") }
         guard pending.count < LockService.maxPending else { throw HTTPError.unavailable("too many requests in flight") }
         pending[tag] = Pending(request: request, command: command)
+        if request.onAbandon == nil {
+            // Answered by the deadline (e.g. the entry was lost in a leader change): forget it.
+            request.onAbandon = { [weak self] in self?.pending[tag] = nil }
+        }
         route(command, tag: tag)
     }
 
     /// Proposes at the leader or forwards to it; retries while there is no leader, until the
     /// request's deadline answers 503.
-    private func route(_ command: LockCommand, tag: UInt64) {
-        guard let p = pending[tag], !p.request.isDone else { pending[tag] = nil; return }
+    /// `deadline` (monotonic ms) bounds the retries of an internal command no client waits on
+    /// (a release of an abandoned grant, a cancelled wait); a client's command lives as long as
+    /// its request.
+    private func route(_ command: LockCommand, tag: UInt64, until deadline: Int64? = nil) {
+        if let p = pending[tag] {
+            guard !p.request.isDone else { pending[tag] = nil; return }
+        } else {
+            guard let deadline, EventLoop.monoMs() < deadline else { return }
+        }
         if driver.isLeader {
             switch driver.propose(LockService.stamped(command, nowMs: EventLoop.wallMs()).encode()) {
             case .accepted: return
             case .dropped, .notLeader:
-                retry(command, tag: tag)
+                retry(command, tag: tag, until: deadline)
             }
             return
         }
-        guard let leader = driver.leader, leader != node.config.id else { retry(command, tag: tag); return }
+        guard let leader = driver.leader, leader != node.config.id else { retry(command, tag: tag, until: deadline); return }
         node.bus.request(to: leader, type: .forwardRequest, payload: [0x4C] + command.encode(), timeoutMs: 500) { [weak self] result in
             guard let self else { return }
             switch result {
             case .success(let answer) where answer.first == 0x41: // "A": accepted; the event answers
                 return
             default:
-                self.retry(command, tag: tag)
+                self.retry(command, tag: tag, until: deadline)
             }
         }
     }
 
-    private func retry(_ command: LockCommand, tag: UInt64) {
-        node.loop.after(ms: 25) { [weak self] in self?.route(command, tag: tag) }
+    private func retry(_ command: LockCommand, tag: UInt64, until deadline: Int64?) {
+        node.loop.after(ms: 25) { [weak self] in self?.route(command, tag: tag, until: deadline) }
+    }
+
+    /// A command no client waits for, retried for at most 10 s.
+    private func routeInternal(_ command: LockCommand, tag: UInt64) {
+        route(command, tag: tag, until: EventLoop.monoMs() + 10_000)
     }
 
     /// Leader side of forwarding: "L" + command -> propose -> "A" or "N".
@@ -215,8 +249,6 @@ public final class LockService: NodeService {
                 node.bus.send(to: origin, type: .lockNotify, payload: payload)
             }
         }
-        maybeSnapshot()
-        serveReads()
     }
 
     private func restore(_ snapshot: Snapshot?) {
@@ -242,7 +274,7 @@ public final class LockService: NodeService {
             if case .granted(_, _, _, let grant) = event, abandoned.remove(tag) != nil {
                 let releaseTag = takeTag()
                 let release = LockCommand.release(ReleaseCommand(resource: grant.resource, owner: grant.owner, fencingToken: grant.fencingToken, origin: node.config.id, tag: releaseTag, nowMs: 0))
-                route(release, tag: releaseTag)
+                routeInternal(release, tag: releaseTag)
             }
             return
         }
@@ -268,7 +300,7 @@ public final class LockService: NodeService {
         if abandoned.count > 10_000 { abandoned.removeFirst() }
         if case .acquire(let a) = command, p.queued {
             let cancelTag = takeTag()
-            route(.cancelWait(CancelWaitCommand(resource: a.resource, owner: a.owner, origin: node.config.id, tag: cancelTag, nowMs: 0)), tag: cancelTag)
+            routeInternal(.cancelWait(CancelWaitCommand(resource: a.resource, owner: a.owner, origin: node.config.id, tag: cancelTag, nowMs: 0)), tag: cancelTag)
         }
     }
 

@@ -24,6 +24,8 @@ final class RaftDriver {
         var restore: (Snapshot?) -> Void = { _ in }
         var readState: (ReadState) -> Void = { _ in }
         var roleChange: (Role, NodeID?) -> Void = { _, _ in }
+        /// After a Ready's committed entries were applied and the core advanced.
+        var applied: () -> Void = {}
     }
 
     static let tickMs = 10
@@ -33,6 +35,10 @@ final class RaftDriver {
     private var logger: Logger { node.logger }
     private var tickTimer: LoopTimer?
     private var processScheduled = false
+    /// A Ready is being written; the next waits for its reply.
+    private var persistInFlight = false
+    /// Bumped when the core is thrown away, so replies meant for the old core are ignored.
+    private var generation = 0
     private var recovering = false
     private(set) var elections = 0
     private(set) var appliedIndex: UInt64 = 0
@@ -123,6 +129,8 @@ final class RaftDriver {
         recovering = true
         logger.warning("raft persistence failed; rebuilding from redis", metadata: ["reason": "\(reason)"])
         raft = nil
+        generation += 1
+        persistInFlight = false
         proposedAtMicros.removeAll()
         hooks.roleChange(.follower, nil)
         lastRole = .follower
@@ -187,45 +195,69 @@ final class RaftDriver {
 
     // MARK: the Ready loop
 
+    /// One Ready at a time: a Ready that must be persisted is written (and its messages
+    /// published) by one script, and only when Redis answers OK is it applied and `advance`d —
+    /// the core treats `advance` as "durable". Proposals arriving meanwhile batch into the next
+    /// Ready (group commit).
     private func process() {
         var rounds = 0
-        while let raft, raft.hasReady, rounds < 16 {
+        while let raft, raft.hasReady, !persistInFlight, rounds < 16 {
             rounds += 1
             let rd = raft.ready()
-            persist(rd)
-            for message in rd.messages {
-                node.bus.send(to: message.to, type: .raft, payload: message.encode())
-            }
-            if let snapshot = rd.snapshot {
-                hooks.restore(snapshot)
-                appliedIndex = snapshot.index
-            }
-            for entry in rd.committedEntries {
-                if let started = proposedAtMicros.removeValue(forKey: entry.index) {
-                    node.metrics.recordMicros("concord_raft_commit_latency_seconds", [], EventLoop.monoMicros() - started)
+            if RaftDriver.needsPersist(rd) {
+                persistInFlight = true
+                let generation = self.generation
+                persist(rd) { [weak self] error in
+                    guard let self, generation == self.generation else { return }
+                    self.persistInFlight = false
+                    if let error { self.recover(error); return }
+                    self.finish(rd, raft)
+                    self.scheduleProcess()
                 }
-                if entry.kind == .normal { hooks.apply(entry) }
-                appliedIndex = entry.index
+            } else {
+                for message in rd.messages { node.bus.send(to: message.to, type: .raft, payload: message.encode()) }
+                finish(rd, raft)
             }
-            for read in rd.readStates { hooks.readState(read) }
-            if rd.roleChanged || rd.role != lastRole {
-                if rd.role == .leader && lastRole != .leader { elections += 1; node.metrics.increment("concord_raft_elections_won_total") }
-                if rd.role == .candidate || rd.role == .preCandidate { node.metrics.increment("concord_raft_campaigns_total") }
-                lastRole = rd.role
-                logger.info("raft role", metadata: ["role": "\(rd.role.externalName)", "leader": "\(rd.leader ?? "none")", "term": "\(raft.status.term)"])
-                hooks.roleChange(rd.role, rd.leader)
-            }
-            raft.advance(rd)
         }
-        if let raft, raft.hasReady { scheduleProcess() }
+        if let raft, raft.hasReady, !persistInFlight { scheduleProcess() }
     }
 
-    private func persist(_ rd: Ready) {
+    static func needsPersist(_ rd: Ready) -> Bool {
+        rd.snapshot != nil || rd.compactedSnapshot != nil || rd.hardState != nil || !rd.entries.isEmpty
+    }
+
+    /// After the Ready is durable: install a received snapshot, apply, answer reads, report the
+    /// role, advance the core, then let the state machine snapshot itself.
+    private func finish(_ rd: Ready, _ raft: RaftNode) {
+        if let snapshot = rd.snapshot {
+            hooks.restore(snapshot)
+            appliedIndex = snapshot.index
+        }
+        for entry in rd.committedEntries {
+            if let started = proposedAtMicros.removeValue(forKey: entry.index) {
+                node.metrics.recordMicros("concord_raft_commit_latency_seconds", [], EventLoop.monoMicros() - started)
+            }
+            if entry.kind == .normal { hooks.apply(entry) }
+            appliedIndex = entry.index
+        }
+        for read in rd.readStates { hooks.readState(read) }
+        if rd.roleChanged || rd.role != lastRole {
+            if rd.role == .leader && lastRole != .leader { elections += 1; node.metrics.increment("concord_raft_elections_won_total") }
+            if rd.role == .candidate || rd.role == .preCandidate { node.metrics.increment("concord_raft_campaigns_total") }
+            lastRole = rd.role
+            logger.info("raft role", metadata: ["role": "\(rd.role.externalName)", "leader": "\(rd.leader ?? "none")", "term": "\(raft.status.term)"])
+            hooks.roleChange(rd.role, rd.leader)
+        }
+        raft.advance(rd)
+        if !rd.committedEntries.isEmpty || rd.snapshot != nil { hooks.applied() }
+    }
+
+    private func persist(_ rd: Ready, _ done: @escaping (String?) -> Void) {
         var mode = "none"
         var snapshot: Snapshot?
         if let s = rd.snapshot { mode = "replace"; snapshot = s } else if let s = rd.compactedSnapshot { mode = "compact"; snapshot = s }
-        guard snapshot != nil || rd.hardState != nil || !rd.entries.isEmpty else { return }
         var args: [[UInt8]] = [Array(mode.utf8)]
+        args.reserveCapacity(11 + rd.entries.count + 2 * rd.messages.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
         args.append(Array(String(snapshot?.term ?? 0).utf8))
         args.append(snapshot.map(RaftDriver.encodeSnapshotData) ?? [])
@@ -235,9 +267,15 @@ final class RaftDriver {
             args.append(Array("0".utf8)); args.append([]); args.append([]); args.append([])
         }
         args.append(Array(String(rd.entries.first?.index ?? 0).utf8))
+        args.append(Array(String(rd.entries.count).utf8))
         for entry in rd.entries { args.append(RaftDriver.encodeEntry(entry)) }
-        node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
-            if let error = reply.errorMessage { self?.recover(error) }
+        for message in rd.messages {
+            let frame = node.bus.frame(to: message.to, type: .raft, payload: message.encode())
+            args.append(Array(frame.channel.utf8))
+            args.append(frame.bytes)
+        }
+        node.scripts.run("raft_persist", keys: keys, args: args) { reply in
+            done(reply.errorMessage)
         }
     }
 
