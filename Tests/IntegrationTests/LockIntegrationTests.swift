@@ -204,6 +204,47 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertEqual(next.status, 200)
     }
 
+    /// A grant is answered only once its entry is stored: with Redis refusing writes for a while,
+    /// a single-node cluster must hold the answer back, and every 200 must name an entry that is
+    /// in the stored log. Also survives a SCRIPT FLUSH storm without a gap in the stored log.
+    func testGrantsAreAnsweredOnlyAfterTheirEntryIsStored() throws {
+        let redis = try RedisServer()
+        let c = try TestCluster(nodes: 1, redis: redis)
+        try waitLeader(c)
+        let n1 = c.nodes[0]
+        let log = "concord:\(c.cluster):raft:{n1}:log"
+        XCTAssertEqual(try acquire(n1, "warm", "o").status, 200)
+        try redis.cli("CLIENT", "PAUSE", "1000", "WRITE")
+        let paused = Date()
+        let r = try acquire(n1, "paused", "o")
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertGreaterThan(Date().timeIntervalSince(paused), 0.8, "answered while Redis could not store the entry")
+        let token = String(r.json?["fencing_token"]?.int64Value ?? -1)
+        XCTAssertNotEqual(try redis.cli("ZRANGEBYSCORE", log, token, token), "", "the granting entry must be stored")
+        // SCRIPT FLUSH while grants flow: NOSCRIPT reloads must never reorder or drop writes.
+        let redisPort = redis.port
+        let flusher = Thread {
+            let client = RESPTestClient(port: redisPort)
+            for _ in 0..<40 { _ = try? client.command(["SCRIPT", "FLUSH"]); usleep(20_000) }
+            client.close()
+        }
+        flusher.start()
+        for i in 0..<60 {
+            let g = try acquire(n1, "f\(i % 5)", "o\(i)", ttl: 1000)
+            XCTAssertTrue([200, 409].contains(g.status), g.text)
+            if g.status == 200 {
+                let t = String(g.json?["fencing_token"]?.int64Value ?? -1)
+                XCTAssertNotEqual(try redis.cli("ZRANGEBYSCORE", log, t, t), "", "entry \(t) not stored")
+            }
+        }
+        n1.kill9()
+        try n1.start()
+        try n1.waitHealthy()
+        try waitLeader(c)
+        XCTAssertFalse(n1.log.contains("corrupt"), n1.log)
+        XCTAssertEqual(try acquire(n1, "after-restart", "o").status, 200)
+    }
+
     func testDeadlockBetweenOwnersOnDifferentNodesPicksTheYoungest() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)
