@@ -196,14 +196,18 @@ final class RaftDriver {
     // MARK: the Ready loop
 
     /// One Ready at a time: a Ready that must be persisted is written (and its messages
-    /// published) by one script, and only when Redis answers OK is it applied and `advance`d —
-    /// the core treats `advance` as "durable". Proposals arriving meanwhile batch into the next
-    /// Ready (group commit).
+    /// published) by one script, and only when Redis answers OK is it `advance`d — the core
+    /// treats `advance` as "durable" and counts its own entries only then. Proposals arriving
+    /// meanwhile batch into the next Ready (group commit).
     private func process() {
         var rounds = 0
         while let raft, raft.hasReady, !persistInFlight, rounds < 16 {
             rounds += 1
             let rd = raft.ready()
+            // Committed entries are already durable on a majority (and, for this node's own
+            // count, in an earlier Ready it waited for), so they are applied — and clients
+            // answered — without waiting for this Ready's own write (often just the commit index).
+            apply(rd, raft)
             if RaftDriver.needsPersist(rd) {
                 persistInFlight = true
                 let generation = self.generation
@@ -211,12 +215,12 @@ final class RaftDriver {
                     guard let self, generation == self.generation else { return }
                     self.persistInFlight = false
                     if let error { self.recover(error); return }
-                    self.finish(rd, raft)
+                    self.advance(rd, raft)
                     self.scheduleProcess()
                 }
             } else {
                 for message in rd.messages { node.bus.send(to: message.to, type: .raft, payload: message.encode()) }
-                finish(rd, raft)
+                advance(rd, raft)
             }
         }
         if let raft, raft.hasReady, !persistInFlight { scheduleProcess() }
@@ -226,9 +230,8 @@ final class RaftDriver {
         rd.snapshot != nil || rd.compactedSnapshot != nil || rd.hardState != nil || !rd.entries.isEmpty
     }
 
-    /// After the Ready is durable: install a received snapshot, apply, answer reads, report the
-    /// role, advance the core, then let the state machine snapshot itself.
-    private func finish(_ rd: Ready, _ raft: RaftNode) {
+    /// Installs a received snapshot, applies committed entries, answers reads, reports the role.
+    private func apply(_ rd: Ready, _ raft: RaftNode) {
         if let snapshot = rd.snapshot {
             hooks.restore(snapshot)
             appliedIndex = snapshot.index
@@ -248,6 +251,11 @@ final class RaftDriver {
             logger.info("raft role", metadata: ["role": "\(rd.role.externalName)", "leader": "\(rd.leader ?? "none")", "term": "\(raft.status.term)"])
             hooks.roleChange(rd.role, rd.leader)
         }
+    }
+
+    /// After the Ready is durable: tell the core (it counts its own entries only now), then let
+    /// the state machine snapshot itself.
+    private func advance(_ rd: Ready, _ raft: RaftNode) {
         raft.advance(rd)
         if !rd.committedEntries.isEmpty || rd.snapshot != nil { hooks.applied() }
     }
