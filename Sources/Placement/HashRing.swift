@@ -94,6 +94,50 @@ public struct HashRing: Sendable, Equatable {
         return (0..<partitions).filter { owner(topic: topic, partition: $0) == node }
     }
 
+    /// Owners of every partition of a topic with bounded loads (consistent hashing with bounded
+    /// loads, Mirrokni, Thorup & Zadimoghaddam 2018): partitions are placed in order, each at its
+    /// ring position, skipping clockwise past nodes that already hold `cap` partitions, where
+    /// `cap = max(ceil(P/N), floor(1.1 P/N))`. With few partitions per topic (8 on 3 nodes)
+    /// plain consistent hashing often leaves a node with none or one with most; this keeps
+    /// every node within the cap while a membership change still moves mostly the partitions
+    /// of the node that came or went. Element p is the owner of partition p.
+    public func boundedOwners(topic: String, partitions: Int) -> [String] {
+        precondition(partitions >= 0)
+        if isEmpty || partitions == 0 { return [] }
+        let n = nodes.count
+        let cap = Swift.max((partitions + n - 1) / n, Int(Double(partitions) / Double(n) * 1.1))
+        var load = [Int](repeating: 0, count: n)
+        var out: [String] = []
+        out.reserveCapacity(partitions)
+        for p in 0..<partitions {
+            var index = lowerBound(StableHash.hash64(HashRing.partitionKey(topic: topic, partition: p)))
+            // n * cap >= partitions, so a node with room exists; the walk is bounded by the ring.
+            for _ in 0..<pointHashes.count {
+                if index == pointHashes.count { index = 0 }
+                let owner = Int(pointOwners[index])
+                if load[owner] < cap {
+                    load[owner] += 1
+                    out.append(nodes[owner])
+                    break
+                }
+                index += 1
+            }
+        }
+        assert(out.count == partitions)
+        return out
+    }
+
+    /// The first point index whose hash is >= `hash` (may equal the point count: wrap to 0).
+    private func lowerBound(_ hash: UInt64) -> Int {
+        var low = 0
+        var high = pointHashes.count
+        while low < high {
+            let middle = low + (high - low) / 2
+            if pointHashes[middle] < hash { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
     /// The ring with `node` added (unchanged if already present).
     public func adding(node: String) -> HashRing {
         HashRing(nodes: nodes + [node], virtualNodes: virtualNodes)
@@ -107,17 +151,7 @@ public struct HashRing: Sendable, Equatable {
     /// Owner of a raw 64-bit ring position: the first point at or after it, wrapping around.
     public func owner(ofHash hash: UInt64) -> String? {
         if pointHashes.isEmpty { return nil }
-        // Lower bound: the first index whose point hash is >= hash.
-        var low = 0
-        var high = pointHashes.count
-        while low < high {
-            let middle = low + (high - low) / 2
-            if pointHashes[middle] < hash {
-                low = middle + 1
-            } else {
-                high = middle
-            }
-        }
+        let low = lowerBound(hash)
         let pointIndex = low == pointHashes.count ? 0 : low
         return nodes[Int(pointOwners[pointIndex])]
     }

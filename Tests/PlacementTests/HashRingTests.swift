@@ -258,3 +258,44 @@ final class HashRingTests: XCTestCase {
         XCTAssertEqual(checksum, 600_000)
     }
 }
+
+final class BoundedOwnersTests: XCTestCase {
+    /// Every node within the cap for every topic; plain hashing leaves nodes empty often.
+    func testEveryNodeStaysWithinTheCapAndNoneIsLeftOutForEightPartitions() {
+        let ring = HashRing(nodes: ["n1", "n2", "n3"])
+        var plainEmpty = 0
+        for t in 0..<500 {
+            let topic = "topic-\(t)"
+            let owners = ring.boundedOwners(topic: topic, partitions: 8)
+            XCTAssertEqual(owners.count, 8)
+            let counts = Dictionary(grouping: owners, by: { $0 }).mapValues(\.count)
+            XCTAssertEqual(Set(counts.keys), ["n1", "n2", "n3"], topic)
+            XCTAssertLessThanOrEqual(counts.values.max() ?? 0, 3, topic)
+            if Set(ring.owners(topic: topic, partitions: 8)).count < 3 { plainEmpty += 1 }
+        }
+        print("plain consistent hashing left a node without partitions for \(plainEmpty) of 500 topics; bounded: 0")
+    }
+
+    func testCapForLargerCountsAndDeterminism() {
+        let nodes = ["a", "b", "c", "d", "e"]
+        let ring = HashRing(nodes: nodes)
+        for partitions in [1, 7, 64, 1024] {
+            let owners = ring.boundedOwners(topic: "orders", partitions: partitions)
+            let cap = max((partitions + 4) / 5, Int(Double(partitions) / 5 * 1.1))
+            let counts = Dictionary(grouping: owners, by: { $0 }).mapValues(\.count)
+            XCTAssertLessThanOrEqual(counts.values.max() ?? 0, cap)
+            XCTAssertEqual(owners, HashRing(nodes: nodes.reversed()).boundedOwners(topic: "orders", partitions: partitions))
+        }
+    }
+
+    /// Removing a node moves its partitions and, because of the cap, only a few others.
+    func testRemovingANodeMovesMostlyItsOwnPartitions() {
+        let ring = HashRing(nodes: ["n1", "n2", "n3", "n4"])
+        let before = ring.boundedOwners(topic: "orders", partitions: 1024)
+        let after = ring.removing(node: "n4").boundedOwners(topic: "orders", partitions: 1024)
+        let mustMove = before.filter { $0 == "n4" }.count
+        let moved = zip(before, after).filter { $0 != $1 }.count
+        XCTAssertTrue(after.allSatisfy { $0 != "n4" })
+        XCTAssertLessThanOrEqual(moved, mustMove + 1024 / 10, "moved \(moved), had to move \(mustMove)")
+    }
+}

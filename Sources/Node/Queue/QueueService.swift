@@ -755,7 +755,7 @@ public final class QueueService: NodeService {
         var remaining = partitions * (groups.count + 1)
         var failure: HTTPError?
         let now = String(EventLoop.wallMs())
-        let owners = currentRing()
+        let owners = currentRing().boundedOwners(topic: topic, partitions: partitions)
         let finish: () -> Void = {
             if let failure { request.fail(failure); return }
             var groupReady = Array(repeating: Int64(0), count: groups.count)
@@ -777,7 +777,7 @@ public final class QueueService: NodeService {
                 }
                 partitionJSON.append(.object([
                     ("partition", .int(p)),
-                    ("owner", owners.owner(topic: topic, partition: p).map { .string($0) } ?? .null),
+                    ("owner", p < owners.count ? .string(owners[p]) : .null),
                     ("ready", .int(ready)), ("inflight", .int(inflight)),
                     ("delayed", .int(base.count >= 3 ? base[2] : 0)),
                     ("log_length", .int(base.count >= 2 ? base[1] : 0)),
@@ -958,7 +958,9 @@ public final class QueueService: NodeService {
         let me = node.config.id
         var out: [OwnedPartition] = []
         for (topic, n) in topics.sorted(by: { $0.key < $1.key }) {
-            for p in 0..<n where ring.owner(topic: topic, partition: p) == me { out.append(OwnedPartition(topic: topic, partition: p)) }
+            for (p, owner) in ring.boundedOwners(topic: topic, partitions: n).enumerated() where owner == me {
+                out.append(OwnedPartition(topic: topic, partition: p))
+            }
         }
         return out
     }
