@@ -33,6 +33,8 @@ public final class LockService: NodeService {
     private var nextTag: UInt64
     private var nextReadContext: UInt64 = 1
     private var pendingReads: [UInt64: (index: UInt64, answer: () -> Void)] = [:]
+    /// Leader: answers for other origins gathered during one applied round.
+    private var outbox: [String: [UInt8]] = [:]
     private var readsAwaitingApply: [(index: UInt64, answer: () -> Void)] = []
     private var tickProposedAtMs: Int64 = 0
     private var timers: [LoopTimer] = []
@@ -52,7 +54,8 @@ public final class LockService: NodeService {
             applied: { [weak self] in
                 self?.maybeSnapshot()
                 self?.serveReads()
-            })
+            },
+            appliedRound: { [weak self] in self?.flushNotifications() })
         node.bus.onRequest(.forwardRequest) { [weak self] envelope, reply in self?.forwarded(envelope, reply) }
         node.bus.on(.lockNotify) { [weak self] envelope in self?.notified(envelope) }
         node.raftSummary = { [weak self] in self?.summary() ?? RaftSummary() }
@@ -243,10 +246,13 @@ public final class LockService: NodeService {
             if origin == node.config.id {
                 deliver(event, tag: tag)
             } else if driver.isLeader, event.isFinal, let answer = LockService.answer(event) {
-                var payload = LockService.tagBytes(tag)
-                payload += [UInt8(answer.status >> 8), UInt8(answer.status & 0xFF)]
-                payload += answer.body.bytes
-                node.bus.send(to: origin, type: .lockNotify, payload: payload)
+                // Batched per origin: one PUBLISH per node per applied round.
+                let body = answer.body.bytes
+                var record = LockService.tagBytes(tag)
+                record += [UInt8(answer.status >> 8), UInt8(answer.status & 0xFF)]
+                record += [UInt8(truncatingIfNeeded: body.count >> 24), UInt8(truncatingIfNeeded: body.count >> 16), UInt8(truncatingIfNeeded: body.count >> 8), UInt8(truncatingIfNeeded: body.count)]
+                record += body
+                outbox[origin, default: []] += record
             }
         }
     }
@@ -282,16 +288,40 @@ public final class LockService: NodeService {
         if let answer = LockService.answer(event) { p.request.respond(answer.status, answer.body) }
     }
 
-    /// The leader's fast-path answer for a request this node holds.
+    private func flushNotifications() {
+        for (origin, payload) in outbox { node.bus.send(to: origin, type: .lockNotify, payload: payload) }
+        outbox.removeAll(keepingCapacity: true)
+    }
+
+    /// The leader's fast-path answers for requests this node holds: records of
+    /// tag (8 bytes), HTTP status (2), body length (4), body (JSON).
     private func notified(_ envelope: Envelope) {
         let b = envelope.payload
-        guard b.count >= 10 else { return }
-        var tag: UInt64 = 0
-        for i in 0..<8 { tag = tag << 8 | UInt64(b[i]) }
-        let status = Int(b[8]) << 8 | Int(b[9])
-        guard let p = pending.removeValue(forKey: tag), let body = try? JSONParser.parse(Array(b[10...])) else { return }
-        node.metrics.increment("concord_lock_acquisitions_total", [("outcome", status == 200 ? "answered_200" : "answered_\(status)")])
-        p.request.respond(status, body)
+        var i = 0
+        while b.count - i >= 14 {
+            var tag: UInt64 = 0
+            for k in 0..<8 { tag = tag << 8 | UInt64(b[i + k]) }
+            let status = Int(b[i + 8]) << 8 | Int(b[i + 9])
+            var length = 0
+            for k in 10..<14 { length = length << 8 | Int(b[i + k]) }
+            i += 14
+            guard length <= b.count - i else { return }
+            let body = Array(b[i..<(i + length)])
+            i += length
+            guard let p = pending.removeValue(forKey: tag), let json = try? JSONParser.parse(body) else { continue }
+            recordNotified(status: status, body: json)
+            p.request.respond(status, json)
+        }
+    }
+
+    private func recordNotified(status: Int, body: JSONValue) {
+        let outcome: String
+        switch (status, body["error"]?.stringValue) {
+        case (200, _): outcome = body["fencing_token"] != nil ? "granted" : "other"
+        case (_, let code?) where ["conflict", "timeout", "deadlock"].contains(code): outcome = code
+        default: outcome = "other"
+        }
+        if outcome != "other" { node.metrics.increment("concord_lock_acquisitions_total", [("outcome", outcome)]) }
     }
 
     private func abandon(tag: UInt64, command: LockCommand) {

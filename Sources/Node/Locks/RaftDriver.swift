@@ -26,6 +26,8 @@ final class RaftDriver {
         var roleChange: (Role, NodeID?) -> Void = { _, _ in }
         /// After a Ready's committed entries were applied and the core advanced.
         var applied: () -> Void = {}
+        /// After a Ready's committed entries were applied (before its write completes).
+        var appliedRound: () -> Void = {}
     }
 
     static let tickMs = 10
@@ -243,6 +245,7 @@ final class RaftDriver {
             if entry.kind == .normal { hooks.apply(entry) }
             appliedIndex = entry.index
         }
+        if !rd.committedEntries.isEmpty { hooks.appliedRound() }
         for read in rd.readStates { hooks.readState(read) }
         if rd.roleChanged || rd.role != lastRole {
             if rd.role == .leader && lastRole != .leader { elections += 1; node.metrics.increment("concord_raft_elections_won_total") }
