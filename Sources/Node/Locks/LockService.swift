@@ -40,6 +40,8 @@ public final class LockService: NodeService {
     private var timers: [LoopTimer] = []
     private var stopping = false
     static let maxPending = 100_000
+    static let maxForwardBatch = 512
+    private var forwardQueue: [(command: LockCommand, tag: UInt64, deadline: Int64?)] = []
 
     public init(node: ConcordNode) {
         self.node = node
@@ -191,14 +193,35 @@ public final class LockService: NodeService {
             return
         }
         guard let leader = driver.leader, leader != node.config.id else { retry(command, tag: tag, until: deadline); return }
-        node.bus.request(to: leader, type: .forwardRequest, payload: [0x4C] + command.encode(), timeoutMs: 500) { [weak self] result in
+        // Forwards gathered in one loop iteration travel to the leader in one message.
+        forwardQueue.append((command, tag, deadline))
+        if forwardQueue.count == 1 {
+            node.loop.after(ms: 0) { [weak self] in self?.flushForwards(to: leader) }
+        }
+    }
+
+    /// Sends the gathered forwards: "L", count (2 bytes), then per command its length (4 bytes)
+    /// and bytes. The leader answers "A" and one byte per command (1 proposed, 0 not).
+    private func flushForwards(to leader: String) {
+        let batch = forwardQueue.prefix(LockService.maxForwardBatch)
+        forwardQueue.removeFirst(batch.count)
+        if !forwardQueue.isEmpty { node.loop.after(ms: 0) { [weak self] in self?.flushForwards(to: leader) } }
+        guard !batch.isEmpty else { return }
+        var payload: [UInt8] = [0x4C, UInt8(batch.count >> 8), UInt8(batch.count & 0xFF)]
+        for item in batch {
+            let bytes = item.command.encode()
+            payload += [UInt8(truncatingIfNeeded: bytes.count >> 24), UInt8(truncatingIfNeeded: bytes.count >> 16), UInt8(truncatingIfNeeded: bytes.count >> 8), UInt8(truncatingIfNeeded: bytes.count)]
+            payload += bytes
+        }
+        let items = Array(batch)
+        node.bus.request(to: leader, type: .forwardRequest, payload: payload, timeoutMs: 500) { [weak self] result in
             guard let self else { return }
-            switch result {
-            case .success(let answer) where answer.first == 0x41: // "A": accepted; the event answers
-                return
-            default:
-                self.retry(command, tag: tag, until: deadline)
+            var accepted = [Bool](repeating: false, count: items.count)
+            if case .success(let answer) = result, answer.first == 0x41, answer.count == 1 + items.count {
+                for i in 0..<items.count { accepted[i] = answer[1 + i] == 1 }
             }
+            // Accepted: the applied event answers. Otherwise try again (leader changed, dropped).
+            for (i, item) in items.enumerated() where !accepted[i] { self.retry(item.command, tag: item.tag, until: item.deadline) }
         }
     }
 
@@ -211,19 +234,37 @@ public final class LockService: NodeService {
         route(command, tag: tag, until: EventLoop.monoMs() + 10_000)
     }
 
-    /// Leader side of forwarding: "L" + command -> propose -> "A" or "N".
+    /// Leader side of forwarding (see `flushForwards`): propose each command, answer "A" and one
+    /// byte per command. Malformed batches are refused whole ("E").
     private func forwarded(_ envelope: Envelope, _ reply: @escaping Bus.Reply) {
-        guard envelope.payload.first == 0x4C else {
-            if envelope.payload.first == 0x53 { forwardedRead(envelope, reply) } else { reply([0x45]) }
+        let b = envelope.payload
+        guard b.first == 0x4C else {
+            if b.first == 0x53 { forwardedRead(envelope, reply) } else { reply([0x45]) }
             return
         }
-        guard driver.isLeader, let command = try? LockCommand.decode(Array(envelope.payload.dropFirst())), LockService.origin(of: command) == envelope.sender else {
-            reply([0x4E]); return
+        guard b.count >= 3 else { reply([0x45]); return }
+        let count = Int(b[1]) << 8 | Int(b[2])
+        guard count >= 1, count <= LockService.maxForwardBatch else { reply([0x45]); return }
+        var commands: [LockCommand] = []
+        var i = 3
+        for _ in 0..<count {
+            guard b.count - i >= 4 else { reply([0x45]); return }
+            var length = 0
+            for k in 0..<4 { length = length << 8 | Int(b[i + k]) }
+            i += 4
+            guard length <= b.count - i, let command = try? LockCommand.decode(Array(b[i..<(i + length)])),
+                  LockService.origin(of: command) == envelope.sender else { reply([0x45]); return }
+            commands.append(command)
+            i += length
         }
-        switch driver.propose(LockService.stamped(command, nowMs: EventLoop.wallMs()).encode()) {
-        case .accepted: reply([0x41])
-        default: reply([0x4E])
+        guard i == b.count else { reply([0x45]); return }
+        var answer: [UInt8] = [0x41]
+        let now = EventLoop.wallMs()
+        for command in commands {
+            guard driver.isLeader else { answer.append(0); continue }
+            if case .accepted = driver.propose(LockService.stamped(command, nowMs: now).encode()) { answer.append(1) } else { answer.append(0) }
         }
+        reply(answer)
     }
 
     // MARK: applying
