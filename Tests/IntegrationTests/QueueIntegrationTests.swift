@@ -519,3 +519,59 @@ fileprivate final class ChaosState: @unchecked Sendable {
     var duplicates: Int { lock.lock(); defer { lock.unlock() }; return seen.values.reduce(0) { $0 + $1 - 1 } }
     var missing: [String] { lock.lock(); defer { lock.unlock() }; return confirmed.filter { seen[$0] == nil }.sorted() }
 }
+
+extension QueueIntegrationTests {
+    /// A topic that comes back with fewer partitions (its registry entry lost with a flushed
+    /// Redis, then created again) must never get a keyless message placed on a partition it no
+    /// longer has: such a produce was answered 200 and then never delivered to any consumer.
+    func testKeylessProduceStaysInsideTheTopicsCurrentPartitions() throws {
+        let c = try SharedQueueCluster.get()
+        let topic = "rr-\(UInt32.random(in: 0..<UInt32.max))"
+        let n1 = c.node("n1").client()
+        // Keyless messages rotate over the partitions: stop where the next one would be 2...6.
+        for i in 0..<8 {
+            let r = try n1.post("/queue/produce", .object([("topic", .string(topic)), ("body", .int(Int64(i)))]))
+            XCTAssertEqual(r.status, 200, r.text)
+            if (1...5).contains(r.json?["partition"]?.int64Value ?? -1) { break }
+        }
+        // The registry entry goes (as with a flushed Redis); the node forgets it at its next refresh.
+        _ = try c.redis.cli("HDEL", "concord:\(c.cluster):q:topics", topic)
+        usleep(1_500_000)
+        let created = try n1.post("/queue/topic", .object([("topic", .string(topic)), ("partitions", .int(2))]))
+        XCTAssertEqual(created.status, 200, created.text)
+        let (first, none) = try n1.consume(topic, group: "g2")
+        XCTAssertEqual(first.status, 200, first.text)
+        XCTAssertEqual(none.count, 0)
+        for i in 0..<4 {
+            let r = try n1.post("/queue/produce", .object([("topic", .string(topic)), ("body", .int(Int64(10 + i)))]))
+            XCTAssertEqual(r.status, 200, r.text)
+            let p = r.json?["partition"]?.int64Value ?? -1
+            XCTAssertTrue((0..<2).contains(p), "message placed on partition \(p) of a 2-partition topic")
+        }
+        let (_, got) = try n1.consume(topic, group: "g2", max: 10)
+        XCTAssertEqual(got.map { $0.body }.sorted { ($0.int64Value ?? 0) < ($1.int64Value ?? 0) }, [.int(10), .int(11), .int(12), .int(13)])
+    }
+}
+
+extension QueueIntegrationTests {
+    /// `"ids": []` names no message: it redrives nothing (it used to empty the whole DLQ, as if
+    /// `ids` had been left out).
+    func testRedriveWithAnEmptyIdListRedrivesNothing() throws {
+        let c = try SharedQueueCluster.get()
+        let topic = "dlq0-\(UInt32.random(in: 0..<UInt32.max))"
+        let n1 = c.node("n1").client()
+        XCTAssertEqual(try n1.consume(topic, group: "w").0.status, 200)
+        let produced = try n1.post("/queue/produce", .object([("topic", .string(topic)), ("id", .string("poison")), ("body", .int(1)), ("max_attempts", .int(1))]))
+        XCTAssertEqual(produced.status, 200, produced.text)
+        let (_, got) = try n1.consume(topic, group: "w")
+        XCTAssertEqual(got.count, 1)
+        let nacked = try n1.post("/queue/nack", .object([("topic", .string(topic)), ("group", .string("w")), ("receipt", .string(got.first?.receipt ?? "?"))]))
+        XCTAssertEqual(nacked.status, 200, nacked.text)
+        XCTAssertEqual(try n1.get("/queue/dlq/\(topic)?group=w").json?["messages"]?.arrayValue?.count, 1)
+
+        let none = try n1.post("/queue/dlq/redrive", .object([("topic", .string(topic)), ("group", .string("w")), ("ids", .array([]))]))
+        XCTAssertEqual(none.status, 200, none.text)
+        XCTAssertEqual(none.json?["redriven"]?.int64Value, 0, none.text)
+        XCTAssertEqual(try n1.get("/queue/dlq/\(topic)?group=w").json?["messages"]?.arrayValue?.count, 1, "the DLQ is untouched")
+    }
+}

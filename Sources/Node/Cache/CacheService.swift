@@ -70,6 +70,11 @@ public final class CacheService: NodeService {
     /// Keys with a fill or write in flight: count and floor (highest version to drop seen meanwhile).
     private struct KeyOps { var count = 0; var floor: UInt64 = 0 }
     private var inFlight: [String: KeyOps] = [:]
+    /// Write-back writes of a key whose script reply has not been handled yet, and the read misses
+    /// of that key waiting for it: a read script run after our write script would find our own
+    /// fresh dirty M entry and take it for a copy lost in a restart (dropping it: the acknowledged
+    /// write would be lost), so such a read waits until the write's line is installed.
+    private var writeBackWrites: [String: (count: Int, deferred: [() -> Void])] = [:]
     /// Dirty lines removed from the LRU (evicted, lost subscription) whose write-back has not succeeded yet.
     private var pendingFlush: [String: (line: CacheLine, expireAt: Int64, attempts: Int)] = [:]
 
@@ -177,6 +182,11 @@ public final class CacheService: NodeService {
             hitCounter.increment(by: 1)
             request.respond(200, bytes: readBody(key, e.line.value, e.line.version, e.line.state.rawValue), contentType: "application/json", headers: [])
             if e.line.leaseUntilMs - now < leaseMs / 2 && !e.renewInFlight { renew(key, e.line.version) }
+            return
+        }
+        if writeBackWrites[key] != nil {
+            // Our own write-back write of this key is on its way: read once its line is in.
+            writeBackWrites[key]?.deferred.append { [unowned self] in self.read(request, key) }
             return
         }
         misses += 1
@@ -303,11 +313,14 @@ public final class CacheService: NodeService {
         let startEpoch = epoch
         let heldShared = store.peek(key).map { $0.line.state == .S && $0.line.isServable(nowMs: sentMono) } ?? false
         beginOp(key)
+        if !storeNow { writeBackWrites[key, default: (0, [])].count += 1 }
         node.scripts.run("cache_write", keys: [CacheKeys.value(cluster: cluster, key: key), CacheKeys.dir(cluster: cluster, key: key)],
                          args: [Array(nodeID.utf8), Array(String(sentWall).utf8), Array(String(leaseMs).utf8), value,
                                 Array((storeNow ? "1" : "0").utf8), Array(String(expireAt).utf8), Array((register ? "1" : "0").utf8),
                                 Array(String(directoryTTLMs).utf8)]) { [unowned self] reply in
             let floor = self.endOp(key)
+            // Reads that waited for this write run once its line is installed (end of this callback).
+            defer { if !storeNow { self.writeBackWriteDone(key) } }
             guard let items = reply.array, items.count >= 2, let v = items[0].integer, v > 0 else {
                 request.fail(HTTPError.unavailable("redis: \(reply.errorMessage ?? "unexpected reply to cache_write")"))
                 return
@@ -322,6 +335,13 @@ public final class CacheService: NodeService {
                 }
             } else if register, startEpoch == self.epoch, self.subscribed, version > floor {
                 self.install(key, value: value, version: version, state: .M, leaseFromMono: sentMono, expireAt: expireAt, dirty: !storeNow)
+            } else if !storeNow {
+                // A write-back write not installed because an invalidation at or above its version
+                // overtook the reply: the value exists only here, so write it back now (the
+                // script refuses if a newer write or a delete superseded it).
+                self.pendingFlush[key] = (CacheLine(value: value, version: version, state: .M, leaseUntilMs: 0, dirty: true), expireAt, 0)
+                self.writeBackPending(key) { _ in }
+                if let e = self.store.peek(key), e.line.version < version { self.store.remove(key) }
             } else if let e = self.store.peek(key), e.line.version < version {
                 // Our older copy is superseded by our own write.
                 self.store.remove(key)
@@ -344,6 +364,14 @@ public final class CacheService: NodeService {
                 self.sendAll(holders, CacheBusMessage(op: op, key: key, version: version - 1), waitLeases: true, answer)
             }
         }
+    }
+
+    private func writeBackWriteDone(_ key: String) {
+        guard var w = writeBackWrites[key] else { return }
+        w.count -= 1
+        if w.count > 0 { writeBackWrites[key] = w; return }
+        writeBackWrites.removeValue(forKey: key)
+        for next in w.deferred { next() }
     }
 
     /// Installs a line from a script reply. Never replaces a newer line; a line of the same

@@ -214,6 +214,12 @@ public final class QueueService: NodeService {
                 i += 2
             }
             self.topics = fresh
+            // Per-topic counters exist only for topics that exist: names seen in other nodes'
+            // notifications or of deleted topics must not accumulate.
+            self.roundRobin = self.roundRobin.filter { fresh[$0.key] != nil }
+            self.consumeCursor = self.consumeCursor.filter { fresh[$0.key] != nil }
+            self.notifyGeneration = self.notifyGeneration.filter { fresh[$0.key] != nil }
+            self.partitionNotified = self.partitionNotified.filter { fresh[$0.key] != nil }
             var remaining = fresh.count
             if remaining == 0 { self.registeredGroups = [:]; self.refreshOutstanding = false; return }
             var groups: [String: Set<String>] = [:]
@@ -280,7 +286,9 @@ public final class QueueService: NodeService {
     ///             now_ms 86400000 n [id dedup key body delay_ms max_attempts]...
     private func store(_ input: ProduceRequest, partitions: Int, request: HTTPRequest) {
         let topic = input.topic
-        let rr = roundRobin[topic, default: Int.random(in: 0..<partitions)]
+        // Reduced by the current count: a topic re-created with fewer partitions (a lost registry)
+        // must not get a message on a partition no consumer reads.
+        let rr = roundRobin[topic, default: Int.random(in: 0..<partitions)] % partitions
         roundRobin[topic] = (rr + 1) % partitions
         var ids: [String] = []
         ids.reserveCapacity(input.messages.count)
@@ -891,6 +899,11 @@ public final class QueueService: NodeService {
     }
 
     private func redriveAll(_ input: RedriveRequest, partitions: Int, request: HTTPRequest) {
+        if let ids = input.ids, ids.isEmpty {
+            // An empty list names no message (the script would read "no ids" as "all of them").
+            request.respond(200, .object([("redriven", .int(0)), ("not_found", .array([]))]))
+            return
+        }
         var redriven: Int64 = 0
         var notFoundCount: [String: Int] = [:]
         var remaining = partitions
