@@ -39,6 +39,8 @@ final class RaftDriver {
     private var processScheduled = false
     /// A Ready is being written; the next waits for its reply.
     private var persistInFlight = false
+    /// The hard state Redis holds (term and vote decide whether a Ready must be written).
+    private var storedHardState: HardState?
     /// Bumped when the core is thrown away, so replies meant for the old core are ignored.
     private var generation = 0
     private var recovering = false
@@ -111,6 +113,7 @@ final class RaftDriver {
                 snapshotChunkBytes: 256 << 10, maxUncommittedEntries: 50_000)
             let seed = UInt64(bitPattern: EventLoop.wallMs()) ^ UInt64(truncatingIfNeeded: node.config.id.hashValue)
             let core = RaftNode(config: config, restoring: state, seed: seed)
+            storedHardState = state?.hardState
             hooks.restore(state?.snapshot)
             appliedIndex = state?.snapshot?.index ?? 0
             raft = core
@@ -210,13 +213,14 @@ final class RaftDriver {
             // count, in an earlier Ready it waited for), so they are applied — and clients
             // answered — without waiting for this Ready's own write (often just the commit index).
             apply(rd, raft)
-            if RaftDriver.needsPersist(rd) {
+            if RaftDriver.needsPersist(rd, stored: storedHardState) {
                 persistInFlight = true
                 let generation = self.generation
                 persist(rd) { [weak self] error in
                     guard let self, generation == self.generation else { return }
                     self.persistInFlight = false
                     if let error { self.recover(error); return }
+                    if let hs = rd.hardState { self.storedHardState = hs }
                     self.advance(rd, raft)
                     self.scheduleProcess()
                 }
@@ -228,8 +232,14 @@ final class RaftDriver {
         if let raft, raft.hasReady, !persistInFlight { scheduleProcess() }
     }
 
-    static func needsPersist(_ rd: Ready) -> Bool {
-        rd.snapshot != nil || rd.compactedSnapshot != nil || rd.hardState != nil || !rd.entries.isEmpty
+    /// Whether a Ready must be written before its messages go out. The commit index alone does
+    /// not: it is volatile state in Raft (Figure 2), re-learned from the leader after a restart,
+    /// and it is written along with the next term, vote or entries. Skipping those writes keeps
+    /// a Redis round trip off the path of the next proposal.
+    static func needsPersist(_ rd: Ready, stored: HardState?) -> Bool {
+        if rd.snapshot != nil || rd.compactedSnapshot != nil || !rd.entries.isEmpty { return true }
+        guard let hs = rd.hardState else { return false }
+        return hs.term != stored?.term || hs.vote != stored?.vote
     }
 
     /// Installs a received snapshot, applies committed entries, answers reads, reports the role.
