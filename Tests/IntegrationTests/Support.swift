@@ -25,27 +25,19 @@ func waitUntil(_ what: String, seconds: Double, _ condition: () throws -> Bool) 
     throw TestError.timeout("\(what) within \(seconds) s" + (lastError.map { " (last error: \($0))" } ?? ""))
 }
 
-func freeTCPPort() -> Int {
-    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(s) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) == 0 && getsockname(s, $0, &len) == 0 }
-    }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
+/// A free TCP port below Linux's ephemeral range (32768-60999): a port from that range can be
+/// taken as the source port of some outgoing connection between our check and the server's
+/// bind, which once made a node fail with "Address already in use".
+func freeTCPPort() -> Int { freeTCPPorts(1)[0] }
 
-/// Consecutive free ports (checked one by one).
+/// Consecutive free ports (checked one by one), below the ephemeral range.
 func freeTCPPorts(_ n: Int) -> [Int] {
-    for _ in 0..<50 {
-        let base = Int.random(in: 20_000..<50_000)
+    for _ in 0..<500 {
+        let base = Int.random(in: 20_000..<(32_000 - n))
         let ports = (0..<n).map { base + $0 }
         if ports.allSatisfy(isPortFree) { return ports }
     }
-    return (0..<n).map { _ in freeTCPPort() }
+    fatalError("no \(n) consecutive free ports in 20000-32000")
 }
 
 func isPortFree(_ port: Int) -> Bool {

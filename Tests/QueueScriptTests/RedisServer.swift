@@ -59,21 +59,22 @@ final class RedisServer {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Binds port 0 on loopback and returns the port the kernel chose.
+    /// A free loopback port below Linux's ephemeral range (32768-60999), so no outgoing
+    /// connection can take it between this check and redis-server's bind.
     private static func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+        for _ in 0..<500 {
+            let port = UInt16.random(in: 20_000..<32_000)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
             }
+            close(fd)
+            if ok { return port }
         }
-        guard ok else { throw RESPError(description: "no free port: errno \(errno)") }
-        return UInt16(bigEndian: address.sin_port)
+        throw RESPError(description: "no free port in 20000-32000")
     }
 }
