@@ -21,17 +21,10 @@ local dir_ttl = tonumber(ARGV[2])
 if not now then return redis.error_reply("BADARG now_ms") end
 if not dir_ttl or dir_ttl < 1 then return redis.error_reply("BADARG dir_ttl_ms") end
 
-local dir = rcall("HGETALL", KEYS[2])
-local dirv, dirty
+--@include cache_dir
+local dirv, dirty, listed = read_dir(KEYS[2])
 local entries = {}
-for i = 1, #dir, 2 do
-  local f, val = dir[i], dir[i + 1]
-  if f == "v" then dirv = tonumber(val)
-  elseif f == "d" then dirty = true
-  elseif string.sub(f, 1, 2) == "h:" then
-    entries[#entries + 1] = {f, tonumber(string.match(val, "^%a:(%d+)") or "0") or 0}
-  end
-end
+for _, e in ipairs(listed) do entries[#entries + 1] = {e[1], e[4] or 0} end
 local existed = rcall("EXISTS", KEYS[1]) == 1 or dirty
 if not dirv then dirv = tonumber(rcall("HGET", KEYS[1], "version") or "0") or 0 end
 local version = dirv + 1

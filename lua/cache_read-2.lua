@@ -39,17 +39,11 @@ if not lease or lease < 1 or lease > 600000 then return redis.error_reply("BADAR
 if not dir_ttl or dir_ttl < 1 then return redis.error_reply("BADARG dir_ttl_ms") end
 
 local vals = rcall("HMGET", KEYS[1], "value", "version", "expire_at_ms")
-local dir = rcall("HGETALL", KEYS[2])
-local dirv, dirty
+--@include cache_dir
+local dirv, dirty, listed = read_dir(KEYS[2])
 local holders = {}   -- node -> {state, lease_until}
-for i = 1, #dir, 2 do
-  local f, val = dir[i], dir[i + 1]
-  if f == "v" then dirv = tonumber(val)
-  elseif f == "d" then dirty = tonumber(val)
-  elseif string.sub(f, 1, 2) == "h:" then
-    local st, lu = string.match(val, "^(%a):(%d+)")
-    if st then holders[string.sub(f, 3)] = {st, tonumber(lu)} else rcall("HDEL", KEYS[2], f) end
-  end
+for _, e in ipairs(listed) do
+  if e[3] then holders[e[2]] = {e[3], e[4]} else rcall("HDEL", KEYS[2], e[1]) end
 end
 
 -- A dirty M copy elsewhere is the newest value: it must reach Redis before anyone reads.

@@ -44,15 +44,11 @@ if not expire_at or expire_at < 0 then return redis.error_reply("BADARG expire_a
 if not store and not register then return redis.error_reply("BADARG write-back needs register") end
 if not dir_ttl or dir_ttl < 1 then return redis.error_reply("BADARG dir_ttl_ms") end
 
-local dir = rcall("HGETALL", KEYS[2])
-local dirv
+--@include cache_dir
+local dirv, _, listed = read_dir(KEYS[2])
 local entries = {}
-for i = 1, #dir, 2 do
-  local f, val = dir[i], dir[i + 1]
-  if f == "v" then dirv = tonumber(val)
-  elseif string.sub(f, 1, 2) == "h:" and string.sub(f, 3) ~= node then
-    entries[#entries + 1] = {f, string.sub(f, 3), tonumber(string.match(val, "^%a:(%d+)") or "")}
-  end
+for _, e in ipairs(listed) do
+  if e[2] ~= node then entries[#entries + 1] = {e[1], e[2], e[4]} end
 end
 if not dirv then dirv = tonumber(rcall("HGET", KEYS[1], "version") or "0") or 0 end
 local version = dirv + 1

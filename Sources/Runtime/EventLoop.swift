@@ -52,8 +52,8 @@ public final class EventLoop {
         stopped = false
         while !stopped {
             let rc = event_base_loop(base, 0)
+            // rc 1: no events left at all; -1: error; a loopbreak also ends the run.
             if rc != 0 || event_base_got_break(base) != 0 { break }
-            if rc == 1 { break } // no events at all
         }
     }
 

@@ -139,9 +139,7 @@ public final class HTTPServer {
 
     fileprivate func rearm(_ request: HTTPRequest, ms: Int) {
         request.deadlineTimer?.cancel()
-        request.deadlineTimer = loop.after(ms: ms) { [weak request] in
-            request?.fail(HTTPError(503, "unavailable", "request deadline passed", retryAfterSeconds: 1))
-        }
+        request.deadlineTimer = loop.after(ms: ms) { [weak request] in request?.deadlinePassed() }
     }
 
     fileprivate func finished(_ request: HTTPRequest) {
@@ -267,9 +265,14 @@ public final class HTTPRequest {
     public func fail(_ error: HTTPError) {
         var headers: [(String, String)] = []
         if let retry = error.retryAfterSeconds { headers.append(("Retry-After", String(retry))) }
-        let wasDone = isDone
         respond(error.status, error.body, headers: headers)
-        if !wasDone && error.message == "request deadline passed" { onAbandon?() }
+    }
+
+    /// The deadline answers 503 for a handler that did not, and tells it (`onAbandon`).
+    fileprivate func deadlinePassed() {
+        guard !isDone else { return }
+        fail(HTTPError(503, "unavailable", "request deadline passed", retryAfterSeconds: 1))
+        onAbandon?()
     }
 
     public func respond(_ status: Int, bytes: [UInt8], contentType: String, headers: [(String, String)]) {

@@ -230,19 +230,11 @@ final class LocalHarness {
     init(nodes count: Int, basePort: Int) throws {
         self.count = count
         self.basePort = basePort
-        redisPort = try freePort()
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("concord-bench-\(getpid())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         nodes = Array(repeating: nil, count: count)
-        guard let server = findOnPath("redis-server") else { die("redis-server not found on PATH") }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: server)
-        p.arguments = ["--port", String(redisPort), "--bind", "127.0.0.1", "--dir", dir.path, "--save", "", "--appendonly", "no"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let (p, port) = try startLocalRedis(dir: dir, aof: false)
         redis = p
-        guard waitForRedis(port: redisPort, timeoutMs: 5000) else { die("redis-server did not start") }
+        redisPort = port
         for i in 0..<count { try start(i) }
     }
 

@@ -41,23 +41,11 @@ struct DevCommand: ParsableCommand {
         if let redis {
             redisURL = redis
         } else {
-            guard let server = findOnPath("redis-server") else { die("redis-server not found on PATH (apt-get install -y redis-server) or pass --redis URL") }
-            let port = try freePort()
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("concord-dev-\(getpid())")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            let (p, port) = try startLocalRedis(dir: dir, aof: redisAOF)
             tempDir = dir
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: server)
-            p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir.path, "--save", "", "--appendonly", redisAOF ? "yes" : "no", "--logfile", dir.appendingPathComponent("redis.log").path]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
             redisProcess = p
             redisURL = "redis://127.0.0.1:\(port)/0"
-            guard waitForRedis(port: port, timeoutMs: 5000) else {
-                p.terminate()
-                die("redis-server did not start on port \(port) (see \(dir.path)/redis.log)")
-            }
         }
 
         let ids = (1...nodes).map { "n\($0)" }
@@ -131,6 +119,25 @@ func freePort() throws -> Int {
     }
     guard ok else { throw RuntimeError("bind failed") }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Starts `redis-server` from PATH on a free loopback port with its files in `dir`; exits the
+/// process with a reason if it cannot (used by `concord dev` and the benchmarks that own a cluster).
+func startLocalRedis(dir: URL, aof: Bool) throws -> (Process, Int) {
+    guard let server = findOnPath("redis-server") else { die("redis-server not found on PATH (apt-get install -y redis-server) or pass --redis URL") }
+    let port = try freePort()
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: server)
+    p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir.path, "--save", "", "--appendonly", aof ? "yes" : "no", "--logfile", dir.appendingPathComponent("redis.log").path]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    guard waitForRedis(port: port, timeoutMs: 5000) else {
+        p.terminate()
+        die("redis-server did not start on port \(port) (see \(dir.path)/redis.log)")
+    }
+    return (p, port)
 }
 
 /// Asks a local Redis to stop (SHUTDOWN NOSAVE flushes the AOF when it is on; no RDB).
