@@ -196,12 +196,13 @@ public final class HTTPRequest {
         var path = "/"
         var query: [String: String] = [:]
         if let uriPointer = evhttp_request_get_uri(raw) {
-            let uri = String(cString: uriPointer)
-            if let q = uri.firstIndex(of: "?") {
-                path = String(uri[..<q])
-                query = HTTPRequest.parseQuery(String(uri[uri.index(after: q)...]))
+            let length = strlen(uriPointer)
+            let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(uriPointer).assumingMemoryBound(to: UInt8.self), count: length)
+            if let q = bytes.firstIndex(of: 0x3F) {
+                path = String(decoding: UnsafeBufferPointer(rebasing: bytes[..<q]), as: UTF8.self)
+                query = HTTPRequest.parseQuery(String(decoding: UnsafeBufferPointer(rebasing: bytes[(q + 1)...]), as: UTF8.self))
             } else {
-                path = uri
+                path = String(decoding: bytes, as: UTF8.self)
             }
         }
         self.path = path
@@ -317,19 +318,30 @@ public final class HTTPRequest {
 public final class Router {
     public typealias Handler = (HTTPRequest, [String: String]) throws -> Void
 
+    private enum Segment {
+        case literal([UInt8])
+        case parameter(String)
+    }
+
     private struct Route {
         let method: HTTPMethod
         let pattern: String
-        let segments: [String]
+        let segments: [Segment]
         let handler: Handler
     }
 
     private var routes: [Route] = []
+    /// At most this many path segments are looked at; a longer path matches no route.
+    static let maxSegments = 16
 
     public init() {}
 
     public func add(_ method: HTTPMethod, _ pattern: String, _ handler: @escaping Handler) {
-        let segments = pattern.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let segments: [Segment] = pattern.split(separator: "/", omittingEmptySubsequences: true).map { p in
+            if p.hasPrefix("{") && p.hasSuffix("}") { return .parameter(String(p.dropFirst().dropLast())) }
+            return .literal(Array(p.utf8))
+        }
+        precondition(segments.count <= Router.maxSegments, "route \(pattern) has too many segments")
         routes.append(Route(method: method, pattern: pattern, segments: segments, handler: handler))
     }
 
@@ -340,16 +352,76 @@ public final class Router {
         case notFound
     }
 
+    /// Matching works on the path's bytes: literal segments are compared without building a
+    /// String, and only the matched route's parameters are percent-decoded.
     public func resolve(_ method: HTTPMethod, _ path: String) -> Resolution {
-        let rawSegments = path.split(separator: "/", omittingEmptySubsequences: true)
-        var pathMatched = false
-        for route in routes {
-            guard let params = match(route.segments, rawSegments) else { continue }
-            pathMatched = true
-            guard route.method == method || (route.method == .GET && method == .HEAD) else { continue }
-            return .matched(pattern: route.pattern, params: params, handler: route.handler)
+        var path = path
+        return path.withUTF8 { bytes -> Resolution in
+            // Non-empty segments as byte ranges (like split(omittingEmptySubsequences: true)).
+            var ranges: [Range<Int>] = []
+            ranges.reserveCapacity(8)
+            var i = 0
+            let n = bytes.count
+            while i < n {
+                while i < n && bytes[i] == 0x2F { i += 1 }
+                guard i < n else { break }
+                let start = i
+                while i < n && bytes[i] != 0x2F { i += 1 }
+                ranges.append(start..<i)
+                if ranges.count > Router.maxSegments { return .notFound }
+            }
+            var pathMatched = false
+            for route in routes where route.segments.count == ranges.count {
+                var same = true
+                for (segment, range) in zip(route.segments, ranges) {
+                    if case .literal(let text) = segment {
+                        if text.count != range.count || !text.withUnsafeBufferPointer({ t in
+                            memcmp(t.baseAddress!, bytes.baseAddress! + range.lowerBound, range.count) == 0
+                        }) { same = false; break }
+                    }
+                }
+                guard same else { continue }
+                pathMatched = true
+                guard route.method == method || (route.method == .GET && method == .HEAD) else { continue }
+                var params: [String: String] = [:]
+                for (segment, range) in zip(route.segments, ranges) {
+                    if case .parameter(let name) = segment {
+                        params[name] = Router.percentDecoded(UnsafeBufferPointer(rebasing: bytes[range])) ?? Router.invalidMarker
+                    }
+                }
+                return .matched(pattern: route.pattern, params: params, handler: route.handler)
+            }
+            return pathMatched ? .methodNotAllowed : .notFound
         }
-        return pathMatched ? .methodNotAllowed : .notFound
+    }
+
+    /// Percent-decodes one path segment; nil for a malformed escape or bytes that are not UTF-8
+    /// (what Foundation's removingPercentEncoding refuses).
+    static func percentDecoded(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        func hex(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: return c - 0x30
+            case 0x41...0x46: return c - 0x41 + 10
+            case 0x61...0x66: return c - 0x61 + 10
+            default: return nil
+            }
+        }
+        guard bytes.contains(0x25) else { return String(validating: bytes, as: UTF8.self) }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == 0x25 {
+                guard i + 2 < bytes.count, let hi = hex(bytes[i + 1]), let lo = hex(bytes[i + 2]) else { return nil }
+                out.append(hi << 4 | lo)
+                i += 3
+            } else {
+                out.append(c)
+                i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self)
     }
 
     public func handle(_ request: HTTPRequest) {
@@ -376,18 +448,4 @@ public final class Router {
     }
 
     static let invalidMarker = "\u{0}invalid"
-
-    private func match(_ pattern: [String], _ path: [Substring]) -> [String: String]? {
-        guard pattern.count == path.count else { return nil }
-        var params: [String: String] = [:]
-        for (p, s) in zip(pattern, path) {
-            if p.hasPrefix("{") && p.hasSuffix("}") {
-                let name = String(p.dropFirst().dropLast())
-                params[name] = String(s).removingPercentEncoding ?? Router.invalidMarker
-            } else if p != s {
-                return nil
-            }
-        }
-        return params
-    }
 }

@@ -29,6 +29,23 @@ final class RoutingTests: XCTestCase {
         guard case .matched(_, let params, _) = router().resolve(.DELETE, "/cache/invalidate/%zz") else { return XCTFail("no match") }
         XCTAssertEqual(params["key"], Router.invalidMarker)
     }
+
+    /// The byte-level decoder agrees with Foundation's removingPercentEncoding.
+    func testPercentDecodingMatchesFoundation() {
+        let samples = ["plain", "a%20b", "%e2%82%ac", "%E2%82%AC", "%ff", "%c3", "%4", "%", "%%", "a%2", "%zz1",
+                       "%2F%2f", "caf%C3%A9", "x+y", "%00", "", "\u{00e9}t\u{00e9}", "%41%42c", "100%25"]
+        for sample in samples {
+            var s = sample
+            let ours = s.withUTF8 { Router.percentDecoded($0) }
+            XCTAssertEqual(ours, sample.removingPercentEncoding, "decoding \(sample)")
+        }
+    }
+
+    func testEmptySegmentsAreSkippedAndLongPathsRefused() {
+        guard case .matched(_, let params, _) = router().resolve(.GET, "//lock//status/x/") else { return XCTFail("no match") }
+        XCTAssertEqual(params["resource"], "x")
+        guard case .notFound = router().resolve(.GET, String(repeating: "/a", count: 100)) else { return XCTFail("expected 404") }
+    }
 }
 
 final class ValidationTests: XCTestCase {
