@@ -124,6 +124,28 @@ func runEvented(name: String, targets: [(host: String, port: Int)], connections:
     return BenchResult(name: name, ops: outcome.ops, errors: outcome.errors, seconds: outcome.seconds, histogram: hist)
 }
 
+/// Runs `a` and `b` alternately for `rounds` slices of `seconds / rounds` each and merges each
+/// side's slices: both see the same drift of a shared, noisy machine, so their ratio is steadier
+/// than one long run of each.
+func interleaved(rounds: Int, seconds: Double, _ a: (Double) -> BenchResult, _ b: (Double) -> BenchResult) -> (BenchResult, BenchResult) {
+    let slice = seconds / Double(max(1, rounds))
+    var first = a(slice), second = b(slice)
+    for _ in 1..<max(1, rounds) {
+        first.merge(a(slice))
+        second.merge(b(slice))
+    }
+    return (first, second)
+}
+
+extension BenchResult {
+    mutating func merge(_ other: BenchResult) {
+        ops += other.ops
+        errors += other.errors
+        seconds += other.seconds
+        histogram.add(other.histogram)
+    }
+}
+
 /// `http://host:port` -> (host, port).
 func hostPort(_ url: String) -> (host: String, port: Int) {
     let c = HTTPClient(url: url)!

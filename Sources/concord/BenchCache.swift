@@ -20,11 +20,13 @@ struct BenchCache: ParsableCommand {
     @Option(help: "Distinct keys read in the hit test.") var keys: Int = 16
     @Option(name: .customLong("value-bytes"), help: "Size of each value (a JSON string).") var valueBytes: Int = 100
     @Option(help: "Concurrent writers in the write-latency tests.") var writers: Int = 4
+    @Option(help: "Alternate Concord and the Redis baseline in this many slices of the duration each.") var rounds: Int = 5
 
     func validate() throws {
         guard (1...10_000).contains(keys) else { throw ValidationError("--keys must be in [1, 10000]") }
         guard (1...400_000).contains(valueBytes) else { throw ValidationError("--value-bytes must be in [1, 400000]") }
         guard (1...256).contains(writers) else { throw ValidationError("--writers must be in [1, 256]") }
+        guard (1...100).contains(rounds) else { throw ValidationError("--rounds must be in [1, 100]") }
     }
 
     func run() throws {
@@ -50,24 +52,30 @@ struct BenchCache: ParsableCommand {
         // connections), so the ratio compares the servers, not two client implementations.
         let targets = opts.targets.map(hostPort)
         let hitRequests = (0..<keyCount).map { i in targets.map { LoadDriver.http("GET", "/cache/read/bench:\(runID):r\(i)", host: "\($0.host):\($0.port)") } }
-        let hits = runEvented(name: "concord cache read (hit)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
-                              framing: .http, request: { conn, seq in hitRequests[Int(seq &+ UInt64(conn)) % keyCount][conn % targets.count] }, validate: httpOK)
-        results.append(hits)
-
         let redisURL = RedisURL(redis ?? ProcessInfo.processInfo.environment["CONCORD_REDIS_URL"] ?? "redis://127.0.0.1:6379/0") ?? RedisURL()
+        let hitRun = { (seconds: Double) in
+            runEvented(name: "concord cache read (hit)", targets: targets, connections: opts.concurrency, seconds: seconds, quiet: opts.json,
+                       framing: .http, request: { conn, seq in hitRequests[Int(seq &+ UInt64(conn)) % keyCount][conn % targets.count] }, validate: httpOK)
+        }
         do {
             let setup = try BlockingRESP(url: redisURL)
             let raw = value.serialized()
             for i in 0..<keyCount { _ = try setup.call(["SET", "concord:bench:\(runID):get:\(i)", raw]) }
             let getRequests = (0..<keyCount).map { LoadDriver.resp(["GET", "concord:bench:\(runID):get:\($0)"]) }
-            let get = runEvented(name: "redis GET", targets: [(redisURL.host, redisURL.port)], connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
-                                 framing: .resp, request: { conn, seq in getRequests[Int(seq &+ UInt64(conn)) % keyCount] },
-                                 validate: { $0.first == UInt8(ascii: "$") && $0.count > 5 })
+            let getRun = { (seconds: Double) in
+                runEvented(name: "redis GET", targets: [(redisURL.host, redisURL.port)], connections: opts.concurrency, seconds: seconds, quiet: opts.json,
+                           framing: .resp, request: { conn, seq in getRequests[Int(seq &+ UInt64(conn)) % keyCount] },
+                           validate: { $0.first == UInt8(ascii: "$") && $0.count > 5 })
+            }
+            // Alternating slices: both sides see the same noise of this shared machine.
+            let (hits, get) = interleaved(rounds: rounds, seconds: opts.duration, hitRun, getRun)
+            results.append(hits)
             results.append(get)
             if get.opsPerSecond > 0 { ratios.append(("ratio_cache_hit_to_redis_get", hits.opsPerSecond / get.opsPerSecond)) }
             for i in 0..<keyCount { _ = try? setup.call(["DEL", "concord:bench:\(runID):get:\(i)"]) }
         } catch {
             FileHandle.standardError.write(Data("redis baseline skipped: \(error)\n".utf8))
+            results.append(hitRun(opts.duration))
         }
 
         // Write latency, 0 sharers.
