@@ -48,8 +48,17 @@ if mode ~= 'none' then
 end
 if n > 0 then
   rcall('ZREMRANGEBYSCORE', KEYS[2], first, '+inf')
-  for i = 1, n do
-    rcall('ZADD', KEYS[2], first + i - 1, ARGV[10 + i])
+  -- One variadic ZADD per 500 entries (Lua's C stack bounds unpack).
+  local i = 1
+  while i <= n do
+    local args = {}
+    local last = math.min(n, i + 499)
+    for j = i, last do
+      args[#args + 1] = first + j - 1
+      args[#args + 1] = ARGV[10 + j]
+    end
+    rcall('ZADD', KEYS[2], unpack(args))
+    i = last + 1
   end
 end
 if ARGV[5] == '1' then

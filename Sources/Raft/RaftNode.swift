@@ -783,6 +783,20 @@ public final class RaftNode {
         return rd
     }
 
+    /// Committed entries not yet handed out, to apply now — also while a Ready is outstanding
+    /// (its write in flight). A committed entry is durable on a majority, so applying it never
+    /// waits for this node's own write; this takes a persist round trip off the path from a
+    /// quorum's acknowledgement to the client's answer. Call it only after the outstanding
+    /// Ready's snapshot (if any) was restored; empty while a received snapshot awaits its Ready.
+    /// The entries are not handed out again by `ready()`.
+    public func takeCommittedEntries() -> [Entry] {
+        guard pendingReceivedSnapshot == nil, log.applyingThrough < log.committed else { return [] }
+        let from = max(log.applyingThrough + 1, log.firstIndex)
+        let entries = log.entries(from: from, through: log.committed)
+        log.applyingThrough = log.committed
+        return entries
+    }
+
     /// Acknowledges that `ready` was persisted, sent and applied.
     public func advance(_ ready: Ready) {
         guard let outstanding = outstandingReady else {

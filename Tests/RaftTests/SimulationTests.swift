@@ -36,6 +36,7 @@ final class SimulationTests: XCTestCase {
         var committed = 0
         var snapshots = 0
         var reads = 0
+        var midReady = 0
         var failures = 0
         for seed in seeds {
             let report = Simulation(seed: seed, options: .standard(seed: seed)).run()
@@ -44,6 +45,7 @@ final class SimulationTests: XCTestCase {
             committed += report.committedEntries
             snapshots += report.snapshotsInstalled
             reads += report.readsServed
+            midReady += report.midReadyApplies
             if let elect = report.stepsToElectAfterFaults { electSteps.append(elect) }
             if let commit = report.stepsToCommitAfterFaults { commitSteps.append(commit) }
             if let violation = report.violation {
@@ -58,9 +60,11 @@ final class SimulationTests: XCTestCase {
         func percentile(_ values: [Int], _ p: Double) -> Int {
             values.isEmpty ? -1 : values[min(values.count - 1, Int(Double(values.count) * p))]
         }
+        // The mid-Ready path (messages stepped and entries applied before advance) must be exercised.
+        if seeds.count >= 100 { XCTAssertGreaterThan(midReady, 0, "no Ready ever applied entries committed mid-Ready") }
         print("""
             raft-sim: \(seeds.count) seeds in \(elapsed); \(steps) steps, \(nodeTicks) node ticks; \
-            committed \(committed) entries, \(snapshots) snapshots installed, \(reads) reads; \
+            committed \(committed) entries, \(snapshots) snapshots installed, \(reads) reads, \(midReady) mid-Ready applies; \
             steps to elect after faults: median \(percentile(electSteps, 0.5)) p99 \(percentile(electSteps, 0.99)) \
             worst \(electSteps.last ?? -1); to commit everywhere: median \(percentile(commitSteps, 0.5)) \
             worst \(commitSteps.last ?? -1)

@@ -136,6 +136,7 @@ final class RaftDriver {
         raft = nil
         generation += 1
         persistInFlight = false
+        appliedSinceAdvance = false
         proposedAtMicros.removeAll()
         hooks.roleChange(.follower, nil)
         lastRole = .follower
@@ -204,7 +205,11 @@ final class RaftDriver {
     /// published) by one script, and only when Redis answers OK is it `advance`d — the core
     /// treats `advance` as "durable" and counts its own entries only then. Proposals arriving
     /// meanwhile batch into the next Ready (group commit).
+    /// Entries were applied by `applyCommitted` since the last `advance`.
+    private var appliedSinceAdvance = false
+
     private func process() {
+        if let raft, persistInFlight { applyCommitted(raft) }
         var rounds = 0
         while let raft, raft.hasReady, !persistInFlight, rounds < 16 {
             rounds += 1
@@ -248,14 +253,7 @@ final class RaftDriver {
             hooks.restore(snapshot)
             appliedIndex = snapshot.index
         }
-        for entry in rd.committedEntries {
-            if let started = proposedAtMicros.removeValue(forKey: entry.index) {
-                node.metrics.recordMicros("concord_raft_commit_latency_seconds", [], EventLoop.monoMicros() - started)
-            }
-            if entry.kind == .normal { hooks.apply(entry) }
-            appliedIndex = entry.index
-        }
-        if !rd.committedEntries.isEmpty { hooks.appliedRound() }
+        applyEntries(rd.committedEntries)
         for read in rd.readStates { hooks.readState(read) }
         if rd.roleChanged || rd.role != lastRole {
             if rd.role == .leader && lastRole != .leader { elections += 1; node.metrics.increment("concord_raft_elections_won_total") }
@@ -266,11 +264,33 @@ final class RaftDriver {
         }
     }
 
+    /// While a Ready's write is in flight: entries that a quorum's acknowledgement committed
+    /// meanwhile are applied, and their clients answered, now rather than after that write.
+    private func applyCommitted(_ raft: RaftNode) {
+        let entries = raft.takeCommittedEntries()
+        guard !entries.isEmpty else { return }
+        applyEntries(entries)
+        appliedSinceAdvance = true
+    }
+
+    private func applyEntries(_ entries: [Entry]) {
+        guard !entries.isEmpty else { return }
+        for entry in entries {
+            if let started = proposedAtMicros.removeValue(forKey: entry.index) {
+                node.metrics.recordMicros("concord_raft_commit_latency_seconds", [], EventLoop.monoMicros() - started)
+            }
+            if entry.kind == .normal { hooks.apply(entry) }
+            appliedIndex = entry.index
+        }
+        hooks.appliedRound()
+    }
+
     /// After the Ready is durable: tell the core (it counts its own entries only now), then let
     /// the state machine snapshot itself.
     private func advance(_ rd: Ready, _ raft: RaftNode) {
         raft.advance(rd)
-        if !rd.committedEntries.isEmpty || rd.snapshot != nil { hooks.applied() }
+        if !rd.committedEntries.isEmpty || rd.snapshot != nil || appliedSinceAdvance { hooks.applied() }
+        appliedSinceAdvance = false
     }
 
     private func persist(_ rd: Ready, _ done: @escaping (String?) -> Void) {

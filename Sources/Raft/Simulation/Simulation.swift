@@ -32,6 +32,9 @@ public struct SimulationOptions: Sendable {
     /// persisting but before sending (a crash in the middle of handling a Ready).
     public var crashMidReadyPerMille = 2
     public var partitionPerMille = 15
+    /// Per Ready: before `advance`, deliver the messages due to this node and apply what that
+    /// commits (`takeCommittedEntries`), as the runtime does while a Ready's write is in flight.
+    public var midReadyDeliveryPerMille = 150
 
     public init() {}
 
@@ -58,6 +61,8 @@ public struct SimulationReport: Sendable {
     public var committedEntries: Int = 0
     public var elections: Int = 0
     public var snapshotsInstalled: Int = 0
+    /// Readies during which messages were stepped and the entries they committed applied.
+    public var midReadyApplies: Int = 0
     public var readsServed: Int = 0
 }
 
@@ -433,6 +438,7 @@ public final class Simulation {
             try persist(rd, position: position)
             for message in rd.messages { transmit(message) }
             try apply(rd, position: position)
+            if random.chance(options.midReadyDeliveryPerMille) { try deliverMidReady(position, raft) }
             raft.advance(rd)
         }
         try checkNode(position)
@@ -493,10 +499,34 @@ public final class Simulation {
         }
     }
 
+    /// Steps the messages due to this node while its Ready is outstanding, then applies the
+    /// entries that became committed, before the Ready is advanced.
+    private func deliverMidReady(_ position: Int, _ raft: RaftNode) throws {
+        var kept: [InFlight] = []
+        var due: [InFlight] = []
+        for flight in network {
+            if flight.deliverAt <= now && flight.message.to == nodes[position].id { due.append(flight) } else { kept.append(flight) }
+        }
+        network = kept
+        due.sort { $0.deliverAt != $1.deliverAt ? $0.deliverAt < $1.deliverAt : $0.order < $1.order }
+        for flight in due {
+            guard let source = indexOf[flight.message.from], partitionLabel[position] == partitionLabel[source] else { continue }
+            raft.step(flight.message)
+        }
+        let taken = raft.takeCommittedEntries()
+        if !taken.isEmpty { report.midReadyApplies += 1 }
+        try applyEntries(taken, position: position)
+    }
+
     private func apply(_ rd: Ready, position: Int) throws {
+        try applyEntries(rd.committedEntries, position: position)
+        try serveReads(rd, position: position)
+    }
+
+    private func applyEntries(_ entries: [Entry], position: Int) throws {
         let id = nodes[position].id
         var machine = nodes[position].machine
-        for entry in rd.committedEntries {
+        for entry in entries {
             guard entry.index == machine.appliedIndex + 1 else {
                 throw SimViolation(text: "\(id): applied \(entry.index) after \(machine.appliedIndex)")
             }
@@ -515,6 +545,10 @@ public final class Simulation {
             }
         }
         nodes[position].machine = machine
+    }
+
+    private func serveReads(_ rd: Ready, position: Int) throws {
+        let id = nodes[position].id
         for read in rd.readStates {
             report.readsServed += 1
             if let floor = readFloor[read.context], read.index < floor {
