@@ -70,7 +70,11 @@ local function read_entry(seq)
   return e
 end
 
-local deadline = now + visibility
+-- Numbers are formatted once: a Lua number turned into a string goes through
+-- sprintf("%.14g") each time, which costs more than the writes here.
+local deadline = string.format("%d", now + visibility)
+local now_text = string.format("%d", now)
+local p_text = string.format("%d", partition)
 local reply = {}
 -- Writes are collected and sent as one variadic command per key at the end.
 local inflight_args, attempts_args, refs_args = {}, {}, {}
@@ -89,8 +93,8 @@ if max > 0 then
         inflight_args[#inflight_args + 1] = deadline
         inflight_args[#inflight_args + 1] = seq
         attempts_args[#attempts_args + 1] = seq
-        attempts_args[#attempts_args + 1] = attempt .. ":" .. now .. ":" .. delivery
-        reply[#reply + 1] = {partition .. ":" .. seq .. ":" .. delivery, e.id, e.body, e.key, attempt, tonumber(seq)}
+        attempts_args[#attempts_args + 1] = attempt .. ":" .. now_text .. ":" .. delivery
+        reply[#reply + 1] = {p_text .. ":" .. seq .. ":" .. delivery, e.id, e.body, e.key, attempt, tonumber(seq)}
       else
         -- Its log entry is gone (trimmed by hand?) and no copy exists: drop the state.
         rcall("HDEL", K_ATTEMPTS, seq)
@@ -119,11 +123,11 @@ if room > 0 then
     inflight_args[#inflight_args + 1] = deadline
     inflight_args[#inflight_args + 1] = seq
     attempts_args[#attempts_args + 1] = seq
-    attempts_args[#attempts_args + 1] = "1:" .. now .. ":1"
+    attempts_args[#attempts_args + 1] = "1:" .. now_text .. ":1"
     refs_args[#refs_args + 1] = seq
     refs_args[#refs_args + 1] = seq .. ":" .. group
     local n = tonumber(seq)
-    reply[#reply + 1] = {partition .. ":" .. seq .. ":1", id, body, key, 1, n}
+    reply[#reply + 1] = {p_text .. ":" .. seq .. ":1", id, body, key, 1, n}
     cursor = n
   end
   if #entries > 0 then rcall("HSET", K_GROUPS, group, cursor) end

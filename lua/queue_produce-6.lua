@@ -80,9 +80,10 @@ rcall("HSETNX", KEYS[2], "created_ms", now)
 
 local reply = {}
 local last_seq = nil
+local now_text = string.format("%d", now)
 for i = 1, n do
   local b = 4 + 6 * (i - 1)
-  local id, dedup, key, body, max = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 5])
+  local id, dedup, key, body, max = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 5]
   local delay = delays[i]
   local first = nil
   if dedup == "1" then
@@ -99,13 +100,15 @@ for i = 1, n do
       ref = "d" .. rcall("HINCRBY", KEYS[2], "dseq", 1)
       rcall("ZADD", KEYS[5], now + delay, ref)
       rcall("HSET", KEYS[6], ref, cjson.encode({
-        id = id, key = key, body = body, max = tostring(max), ts = tostring(now)}))
+        id = id, key = key, body = body, max = max, ts = now_text}))
       status = "delayed"
     else
       -- "0-*": Redis picks the next sequence after the stream's last ID, so the log itself
       -- is the authority on <seq> (meta.seq mirrors it for readers).
+      -- Strings, not numbers: a Lua number becomes a string through sprintf("%.14g") on
+      -- every call, which costs more than the XADD itself.
       local entry_id = rcall("XADD", KEYS[1], "0-*",
-        "id", id, "key", key, "body", body, "max", max, "ts", now)
+        "id", id, "key", key, "body", body, "max", ARGV[b + 5], "ts", now_text)
       ref = string.sub(entry_id, 3)
       last_seq = ref
       status = "new"
