@@ -5,15 +5,19 @@
   the entry timed out (queue_redeliver-8.lua), was nacked, acked, or delivered again, the
   old receipt is not found. Acking removes every trace of the entry from the group.
 
-  KEYS[1]  refs      zset  concord:<c>:q:{<topic>:<p>}:refs   "<seq>:<group>" scored by seq
-  KEYS[2]  inflight  zset  ...:g:<group>:inflight             seq scored by deadline
+  KEYS[1]  refs      zset  concord:<c>:q:{<topic>:<p>}:refs   "<seq>:<group>" / "L<n>:<group>"
+  KEYS[2]  inflight  zset  ...:g:<group>:inflight             seq or lease "L<n>" scored by deadline
   KEYS[3]  retry     zset  ...:g:<group>:retry                seq scored by visible-at
-  KEYS[4]  attempts  hash  ...:g:<group>:attempts             seq -> "<attempt>:<last_ms>:<delivery>"
+  KEYS[4]  attempts  hash  ...:g:<group>:attempts             seq -> "<attempt>:<last_ms>:<delivery>",
+                                                              "L<n>" -> "<ms>:<seq>,...", "#" (see consume)
   KEYS[5]  data      hash  ...:g:<group>:data                 seq -> JSON copy
 
   ARGV[1]  group       group name (1..256 bytes)
   ARGV[2]  partition   this partition's number, 0..65535
-  ARGV[3..] receipts   1..1000 receipts "<partition>:<seq>:<delivery>"
+  ARGV[3..] receipts   1..1000 receipts "<partition>:<seq>:<delivery>" or "<partition>:<seq>:L<n>"
+
+  A lease receipt is accepted while its seq is still in the lease's record (consume put it
+  there; ack, nack and the visibility timeout take it out). The lease goes when it is empty.
 
   Reply: {acked, {not_found receipt, ...}}: acked an integer; not_found the receipts (in
   argument order) that are malformed, of another partition, stale, or already acked.
@@ -39,15 +43,62 @@ local partition = tonumber(pstr)
 -- write in one variadic command per key: a batch of 1000 costs 7 calls, not 7000.
 local candidates = {}       -- {arg index, seq, delivery}
 local seqs = {}
+local by_lease, leases = {}, {}   -- lease -> {{arg index, seq}, ...}; leases in first-seen order
 for i = 3, #ARGV do
   local p, seq, d = string.match(ARGV[i], "^(%d+):(%d+):(%d+)$")
-  if p and #p <= 5 and #seq <= 15 and #d <= 15 and tonumber(p) == partition then
-    candidates[#candidates + 1] = {i, seq, d}
-    seqs[#seqs + 1] = seq
+  if p then
+    if #p <= 5 and #seq <= 15 and #d <= 15 and tonumber(p) == partition then
+      candidates[#candidates + 1] = {i, seq, d}
+      seqs[#seqs + 1] = seq
+    end
+  else
+    local lease
+    p, seq, lease = string.match(ARGV[i], "^(%d+):(%d+):(L%d+)$")
+    if p and #p <= 5 and #seq <= 15 and #lease <= 16 and tonumber(p) == partition then
+      local list = by_lease[lease]
+      if not list then list = {}; by_lease[lease] = list; leases[#leases + 1] = lease end
+      list[#list + 1] = {i, seq}
+    end
   end
 end
 
 local ok_index = {}
+local lease_acked = 0
+if #leases > 0 then
+  local records = rcall("HMGET", KEYS[4], unpack(leases))
+  local delta = 0
+  for j, lease in ipairs(leases) do
+    local ms, list = string.match(records[j] or "", "^(%d+):(.*)$")
+    if ms then
+      local pending, order = {}, {}
+      for s in string.gmatch(list, "%d+") do pending[s] = true; order[#order + 1] = s end
+      local removed = 0
+      for _, c in ipairs(by_lease[lease]) do
+        if pending[c[2]] then
+          pending[c[2]] = nil
+          ok_index[c[1]] = true
+          removed = removed + 1
+        end
+      end
+      if removed == #order then
+        rcall("HDEL", KEYS[4], lease)
+        rcall("ZREM", KEYS[2], lease)
+        rcall("ZREM", KEYS[1], lease .. ":" .. group)
+        delta = delta - (#order - 1)
+      elseif removed > 0 then
+        local rest = {}
+        for _, s in ipairs(order) do if pending[s] then rest[#rest + 1] = s end end
+        rcall("HSET", KEYS[4], lease, ms .. ":" .. table.concat(rest, ","))
+        -- The lease's ref follows its first unacked entry, so trim frees what was acked.
+        rcall("ZADD", KEYS[1], rest[1], lease .. ":" .. group)
+        delta = delta - removed
+      end
+      lease_acked = lease_acked + removed
+    end
+  end
+  if delta ~= 0 and rcall("HINCRBY", KEYS[4], "#", delta) <= 0 then rcall("HDEL", KEYS[4], "#") end
+end
+
 local done, refs = {}, {}
 if #seqs > 0 then
   local states = rcall("HMGET", KEYS[4], unpack(seqs))
@@ -78,4 +129,4 @@ local not_found = {}
 for i = 3, #ARGV do
   if not ok_index[i] then not_found[#not_found + 1] = ARGV[i] end
 end
-return {#done, not_found}
+return {#done + lease_acked, not_found}

@@ -13,12 +13,21 @@
   KEYS[1]  log        stream  concord:<c>:q:{<topic>:<p>}:log
   KEYS[2]  meta       hash    ...:meta              (seq = last sequence number)
   KEYS[3]  groups     hash    ...:groups            group -> cursor (last delivered seq)
-  KEYS[4]  refs       zset    ...:refs              "<seq>:<group>" scored by seq: log entries
-                                                    a group still needs (for trim)
-  KEYS[5]  inflight   zset    ...:g:<group>:inflight  seq scored by visibility deadline (ms)
+  KEYS[4]  refs       zset    ...:refs              "<seq>:<group>" scored by seq, and
+                                                    "L<n>:<group>" scored by the lease's first seq:
+                                                    log entries a group still needs (for trim)
+  KEYS[5]  inflight   zset    ...:g:<group>:inflight  seq or lease "L<n>" scored by visibility deadline (ms)
   KEYS[6]  retry      zset    ...:g:<group>:retry     seq scored by visible-at time (ms)
-  KEYS[7]  attempts   hash    ...:g:<group>:attempts  seq -> "<attempt>:<last_delivery_ms>:<delivery>"
+  KEYS[7]  attempts   hash    ...:g:<group>:attempts  seq -> "<attempt>:<last_delivery_ms>:<delivery>";
+                                                    "L<n>" -> "<delivery_ms>:<seq>,<seq>,..." (a lease's
+                                                    unacked entries); "#" -> sum over leases of
+                                                    (entries - 1), so in-flight = ZCARD(inflight) + "#"
   KEYS[8]  data       hash    ...:g:<group>:data      seq -> JSON copy of a dead/redriven entry
+
+  First deliveries of one call form a lease "L<n>" (n from meta's `lseq`): attempt 1, delivery
+  1, all delivered at the same time with the same deadline, so the batch costs one in-flight
+  member, one attempts record and one ref. A lease entry that is nacked or times out leaves
+  the lease and continues as an entry of its own (queue_nack-8, queue_redeliver-8).
 
   ARGV[1]  now_ms          current unix time in ms
   ARGV[2]  group           group name (1..256 bytes)
@@ -29,8 +38,9 @@
   Reply: an array of delivered messages, each an array
     {receipt, id, body, key, attempt, seq}
   receipt = "<partition>:<seq>:<delivery>", delivery counting every delivery of this entry
-  to this group (never reset, unlike attempt, which redrive resets); only the receipt of
-  the current in-flight delivery is accepted by ack/nack. attempt and seq are integers.
+  to this group (never reset, unlike attempt, which redrive resets), or "<partition>:<seq>:L<n>"
+  for a first delivery in lease n; only the receipt of the current in-flight delivery is
+  accepted by ack/nack. attempt and seq are integers.
   Errors (nothing written): "BADARG <what>".
 ]]
 local rcall = redis.call
@@ -104,39 +114,42 @@ if max > 0 then
   end
 end
 
--- 2. New log entries after the cursor, in log order.
+-- 2. New log entries after the cursor, in log order, delivered as one lease: a single
+-- in-flight member, attempts record and ref for the whole batch instead of one per message.
 local room = max - #reply
 if room > 0 then
   local entries = rcall("XRANGE", K_LOG, "0-" .. (cursor + 1), "+", "COUNT", room)
-  for _, entry in ipairs(entries) do
-    local seq = string.match(entry[1], "^0%-(%d+)$")
-    local f = entry[2]
-    local id, key, body
-    if f[1] == "id" and f[3] == "key" and f[5] == "body" then
-      -- The order queue_produce and queue_promote write the fields in: no table per entry.
-      id, key, body = f[2], f[4], f[6]
-    else
-      local e = {}
-      for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
-      id, key, body = e.id, e.key, e.body
+  if #entries > 0 then
+    local lease = "L" .. rcall("HINCRBY", K_META, "lseq", 1)
+    local tag = ":" .. lease
+    local seqs = {}
+    for _, entry in ipairs(entries) do
+      local seq = string.match(entry[1], "^0%-(%d+)$")
+      local f = entry[2]
+      local id, key, body
+      if f[1] == "id" and f[3] == "key" and f[5] == "body" then
+        -- The order queue_produce and queue_promote write the fields in: no table per entry.
+        id, key, body = f[2], f[4], f[6]
+      else
+        local e = {}
+        for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
+        id, key, body = e.id, e.key, e.body
+      end
+      seqs[#seqs + 1] = seq
+      reply[#reply + 1] = {p_text .. ":" .. seq .. tag, id, body, key, 1, tonumber(seq)}
     end
+    rcall("HSET", K_GROUPS, group, seqs[#seqs])
     inflight_args[#inflight_args + 1] = deadline
-    inflight_args[#inflight_args + 1] = seq
-    attempts_args[#attempts_args + 1] = seq
-    attempts_args[#attempts_args + 1] = "1:" .. now_text .. ":1"
-    refs_args[#refs_args + 1] = seq
-    refs_args[#refs_args + 1] = seq .. ":" .. group
-    local n = tonumber(seq)
-    reply[#reply + 1] = {p_text .. ":" .. seq .. ":1", id, body, key, 1, n}
-    cursor = n
+    inflight_args[#inflight_args + 1] = lease
+    rcall("HSET", K_ATTEMPTS, lease, now_text .. ":" .. table.concat(seqs, ","))
+    if #seqs > 1 then rcall("HINCRBY", K_ATTEMPTS, "#", #seqs - 1) end
+    refs_args[#refs_args + 1] = seqs[1]
+    refs_args[#refs_args + 1] = lease .. ":" .. group
   end
-  if #entries > 0 then rcall("HSET", K_GROUPS, group, cursor) end
 end
 
-if #inflight_args > 0 then
-  rcall("ZADD", K_INFLIGHT, unpack(inflight_args))
-  rcall("HSET", K_ATTEMPTS, unpack(attempts_args))
-end
+if #inflight_args > 0 then rcall("ZADD", K_INFLIGHT, unpack(inflight_args)) end
+if #attempts_args > 0 then rcall("HSET", K_ATTEMPTS, unpack(attempts_args)) end
 if #refs_args > 0 then rcall("ZADD", K_REFS, unpack(refs_args)) end
 
 return reply

@@ -6,9 +6,10 @@
 
   KEYS[1]  log       stream  concord:<c>:q:{<topic>:<p>}:log
   KEYS[2]  refs      zset    ...:refs                     "<seq>:<group>" scored by seq
-  KEYS[3]  inflight  zset    ...:g:<group>:inflight       seq scored by deadline
+  KEYS[3]  inflight  zset    ...:g:<group>:inflight       seq or lease "L<n>" scored by deadline
   KEYS[4]  retry     zset    ...:g:<group>:retry          seq scored by visible-at
-  KEYS[5]  attempts  hash    ...:g:<group>:attempts       seq -> "<attempt>:<last_ms>:<delivery>"
+  KEYS[5]  attempts  hash    ...:g:<group>:attempts       seq -> "<attempt>:<last_ms>:<delivery>";
+                                                        leases and "#" (see queue_consume-8.lua)
   KEYS[6]  dlq       zset    ...:g:<group>:dlq            seq scored by dead-letter time
   KEYS[7]  dlq_ids   hash    ...:g:<group>:dlq:ids        message id -> "seq[,seq...]"
   KEYS[8]  data      hash    ...:g:<group>:data           seq -> JSON copy
@@ -16,7 +17,7 @@
   ARGV[1]  now_ms      current unix time in ms
   ARGV[2]  group       group name (1..256 bytes)
   ARGV[3]  partition   this partition's number, 0..65535
-  ARGV[4]  receipt     "<partition>:<seq>:<delivery>"
+  ARGV[4]  receipt     "<partition>:<seq>:<delivery>" or "<partition>:<seq>:L<n>" (a lease's)
   ARGV[5]  delay_ms    0..43200000, or "" for the default backoff
 
   Reply: {status, time_ms}
@@ -48,13 +49,40 @@ local K_LOG, K_REFS, K_INFLIGHT, K_RETRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_ATTEMPTS, K_DLQ, K_DLQ_IDS, K_DATA = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 
 local p, seq, d = string.match(receipt, "^(%d+):(%d+):(%d+)$")
-if not p or #p > 5 or #seq > 15 or tonumber(p) ~= partition
-    or not rcall("ZSCORE", K_INFLIGHT, seq) then
+local lease = nil
+if not p then p, seq, lease = string.match(receipt, "^(%d+):(%d+):(L%d+)$") end
+if not p or #p > 5 or #seq > 15 or tonumber(p) ~= partition or (lease and #lease > 16) then
   return {"not_found", 0}
 end
-local state = rcall("HGET", K_ATTEMPTS, seq) or ""
-local a, last, cur = string.match(state, "^(%d+):(%d+):(%d+)$")
-if not cur or tonumber(cur) ~= tonumber(d) then return {"not_found", 0} end
+local a, last, cur
+if lease then
+  -- A first delivery in a lease: it leaves the lease and continues as a delivery of its own
+  -- (attempt 1, delivery 1, delivered when the lease was).
+  local ms, list = string.match(rcall("HGET", K_ATTEMPTS, lease) or "", "^(%d+):(.*)$")
+  if not ms then return {"not_found", 0} end
+  local rest, found = {}, false
+  for s in string.gmatch(list, "%d+") do
+    if s == seq and not found then found = true else rest[#rest + 1] = s end
+  end
+  if not found then return {"not_found", 0} end
+  if #rest == 0 then
+    rcall("HDEL", K_ATTEMPTS, lease)
+    rcall("ZREM", K_INFLIGHT, lease)
+    rcall("ZREM", K_REFS, lease .. ":" .. group)
+  else
+    rcall("HSET", K_ATTEMPTS, lease, ms .. ":" .. table.concat(rest, ","))
+    rcall("ZADD", K_REFS, rest[1], lease .. ":" .. group)
+    if rcall("HINCRBY", K_ATTEMPTS, "#", -1) <= 0 then rcall("HDEL", K_ATTEMPTS, "#") end
+  end
+  a, last, cur = "1", ms, "1"
+  rcall("HSET", K_ATTEMPTS, seq, "1:" .. ms .. ":1")
+  rcall("ZADD", K_REFS, seq, seq .. ":" .. group)
+else
+  if not rcall("ZSCORE", K_INFLIGHT, seq) then return {"not_found", 0} end
+  local state = rcall("HGET", K_ATTEMPTS, seq) or ""
+  a, last, cur = string.match(state, "^(%d+):(%d+):(%d+)$")
+  if not cur or tonumber(cur) ~= tonumber(d) then return {"not_found", 0} end
+end
 local attempt = tonumber(a)
 
 local function read_entry()

@@ -10,16 +10,17 @@
 
   KEYS[1]  log       stream  concord:<c>:q:{<topic>:<p>}:log
   KEYS[2]  refs      zset    ...:refs                     "<seq>:<group>" scored by seq
-  KEYS[3]  inflight  zset    ...:g:<group>:inflight       seq scored by deadline
+  KEYS[3]  inflight  zset    ...:g:<group>:inflight       seq or lease "L<n>" scored by deadline
   KEYS[4]  retry     zset    ...:g:<group>:retry          seq scored by visible-at
-  KEYS[5]  attempts  hash    ...:g:<group>:attempts       seq -> "<attempt>:<last_ms>:<delivery>"
+  KEYS[5]  attempts  hash    ...:g:<group>:attempts       seq -> "<attempt>:<last_ms>:<delivery>";
+                                                        leases and "#" (see queue_consume-8.lua)
   KEYS[6]  dlq       zset    ...:g:<group>:dlq            seq scored by dead-letter time
   KEYS[7]  dlq_ids   hash    ...:g:<group>:dlq:ids        message id -> "seq[,seq...]"
   KEYS[8]  data      hash    ...:g:<group>:data           seq -> JSON copy
 
   ARGV[1]  now_ms    current unix time in ms
   ARGV[2]  group     group name (1..256 bytes)
-  ARGV[3]  limit     1..10000 entries per call
+  ARGV[3]  limit     1..10000 in-flight members per call (a lease opens into up to 1000 entries)
 
   Reply: {requeued, dead_lettered, lost, next_deadline_ms} (integers): lost counts entries
   whose log entry had vanished (state dropped); next_deadline_ms is the earliest remaining
@@ -53,7 +54,32 @@ local function read_entry(seq)
 end
 
 local requeued, dead, lost = 0, 0, 0
-local expired = rcall("ZRANGEBYSCORE", K_INFLIGHT, "-inf", now, "LIMIT", 0, limit)
+local members = rcall("ZRANGEBYSCORE", K_INFLIGHT, "-inf", now, "LIMIT", 0, limit)
+-- A timed-out lease is opened: each of its entries continues as a delivery of its own
+-- (attempt 1, delivery 1, delivered when the lease was), handled below like any other.
+-- Leases are opened while fewer than `limit` entries are collected (at least one).
+local expired = {}
+for _, member in ipairs(members) do
+  if #expired >= limit then break end
+  if string.sub(member, 1, 1) == "L" then
+    local ms, list = string.match(rcall("HGET", K_ATTEMPTS, member) or "", "^(%d+):(.*)$")
+    rcall("ZREM", K_INFLIGHT, member)
+    rcall("HDEL", K_ATTEMPTS, member)
+    rcall("ZREM", K_REFS, member .. ":" .. group)
+    if ms then
+      local k = 0
+      for s in string.gmatch(list, "%d+") do
+        k = k + 1
+        rcall("HSET", K_ATTEMPTS, s, "1:" .. ms .. ":1")
+        rcall("ZADD", K_REFS, s, s .. ":" .. group)
+        expired[#expired + 1] = s
+      end
+      if k > 1 and rcall("HINCRBY", K_ATTEMPTS, "#", 1 - k) <= 0 then rcall("HDEL", K_ATTEMPTS, "#") end
+    end
+  else
+    expired[#expired + 1] = member
+  end
+end
 for _, seq in ipairs(expired) do
   local e = read_entry(seq)
   local state = rcall("HGET", K_ATTEMPTS, seq) or "0:0:0"

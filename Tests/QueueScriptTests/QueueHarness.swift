@@ -231,11 +231,11 @@ struct Queue {
 
     func statusKeys(_ group: String) -> [String] {
         let g = keys.group(group)
-        return [keys.log, keys.meta, keys.delayed, keys.groups, g.inflight, g.retry, g.dlq]
+        return [keys.log, keys.meta, keys.delayed, keys.groups, g.inflight, g.retry, g.dlq, g.attempts]
     }
 
     func status(_ group: String, now: Int) throws -> QueueStatus {
-        let a = try check(raw("queue_status-7.lua", keys: statusKeys(group), args: [String(now), group]),
+        let a = try check(raw("queue_status-8.lua", keys: statusKeys(group), args: [String(now), group]),
                           "status").array!.map { $0.int! }
         return QueueStatus(lastSeq: a[0], logLength: a[1], delayed: a[2], delayedDue: a[3],
                            groupKnown: a[4], cursor: a[5], backlog: a[6], retryDue: a[7],

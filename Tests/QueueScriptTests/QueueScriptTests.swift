@@ -51,7 +51,8 @@ final class QueueScriptTests: XCTestCase {
         XCTAssertEqual(got.map(\.body), ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"])
         XCTAssertEqual(got.map(\.key), ["k", "k", "k"])
         XCTAssertEqual(got.map(\.attempt), [1, 1, 1])
-        XCTAssertEqual(got.map(\.receipt), ["3:1:1", "3:2:1", "3:3:1"])
+        // First deliveries of one call form a lease (one in-flight member for the batch).
+        XCTAssertEqual(got.map(\.receipt), ["3:1:L1", "3:2:L1", "3:3:L1"])
         XCTAssertEqual(try q.status("g", now: t0 + 1).inflight, 3)
 
         let acked = try q.ack("g", got.map(\.receipt) + ["3:9:1", "garbage", "4:1:1"])
@@ -477,6 +478,67 @@ final class QueueScriptTests: XCTestCase {
         XCTAssertEqual(try q.status("never", now: t0).groupKnown, 0)
     }
 
+    // MARK: - Leases
+
+    /// A batch's first deliveries share one lease; acks, a nack and the visibility timeout
+    /// take entries out of it one by one, and the counts stay exact throughout.
+    func testLeaseEntriesLeaveOneByOne() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<5), now: t0)
+        let got = try q.consume("g", now: t0, max: 5, visibilityMs: 1000)
+        XCTAssertEqual(Set(got.map { $0.receipt.split(separator: ":")[2] }).count, 1, "one lease")
+        let g = q.keys.group("g")
+        XCTAssertEqual(try client.command(["ZCARD", g.inflight]).int, 1)
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 5)
+
+        // Ack two (one twice, in one call): three left in flight.
+        let acked = try q.ack("g", [got[0].receipt, got[2].receipt, got[0].receipt])
+        XCTAssertEqual(acked.acked, 2)
+        XCTAssertEqual(acked.notFound, [got[0].receipt])
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 3)
+        XCTAssertEqual(try q.ack("g", [got[2].receipt]).notFound, [got[2].receipt], "acked entries stay acked")
+
+        // Nack one: it leaves the lease, waits in retry, comes back as attempt 2.
+        let (status, _) = try q.nack("g", got[1].receipt, now: t0 + 10, delayMs: 0)
+        XCTAssertEqual(status, "requeued")
+        XCTAssertEqual(try q.nack("g", got[1].receipt, now: t0 + 10, delayMs: 0).0, "not_found")
+        XCTAssertEqual(try q.status("g", now: t0 + 10).inflight, 2)
+        let retried = try q.consume("g", now: t0 + 10, max: 5, visibilityMs: 1000)
+        XCTAssertEqual(retried.map(\.id), ["m1"])
+        XCTAssertEqual(retried.map(\.attempt), [2])
+        XCTAssertEqual(try q.status("g", now: t0 + 10).inflight, 3)
+
+        // The lease times out: its two remaining entries come back as attempt 2, in order.
+        XCTAssertEqual(try q.redeliver("g", now: t0 + 1000).requeued, 2)
+        XCTAssertEqual(try q.ack("g", [got[3].receipt]).notFound, [got[3].receipt], "a timed-out lease's receipts are dead")
+        let back = try q.consume("g", now: t0 + 1000, max: 5)
+        XCTAssertEqual(back.map(\.id), ["m3", "m4"])
+        XCTAssertEqual(back.map(\.attempt), [2, 2])
+        XCTAssertEqual(try q.ack("g", back.map(\.receipt) + retried.map(\.receipt)).acked, 3)
+
+        // Nothing is left behind: no lease, no counter, no ref.
+        XCTAssertEqual(try q.status("g", now: t0 + 1000).inflight, 0)
+        for key in [g.inflight, g.retry, g.attempts, g.data, q.keys.refs] {
+            XCTAssertEqual(try client.command(["EXISTS", key]).int, 0, key)
+        }
+    }
+
+    /// A lease of entries with max_attempts 1 dead-letters them when it times out, keeping
+    /// the lease's delivery time as their last delivery.
+    func testTimedOutLeaseDeadLettersAtMaxAttempts() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<3, maxAttempts: 1), now: t0)
+        let got = try q.consume("g", now: t0 + 5, max: 3, visibilityMs: 100)
+        XCTAssertEqual(try q.ack("g", [got[1].receipt]).acked, 1)
+        let r = try q.redeliver("g", now: t0 + 105)
+        XCTAssertEqual([r.requeued, r.dead], [0, 2])
+        let dead = try q.dlq("g").entries
+        XCTAssertEqual(dead.map(\.id), ["m0", "m2"])
+        XCTAssertEqual(dead.map(\.attempts), [1, 1])
+        XCTAssertEqual(dead.map(\.lastDeliveryMs), [t0 + 5, t0 + 5])
+        XCTAssertEqual(try q.status("g", now: t0 + 105).inflight, 0)
+    }
+
     // MARK: - Trim
 
     func testTrimKeepsEntriesAnyGroupStillNeeds() throws {
@@ -506,12 +568,13 @@ final class QueueScriptTests: XCTestCase {
         let next = try q.trim()
         XCTAssertEqual([next.deleted, next.keepFromSeq], [3, 6])
         XCTAssertEqual(try q.logSeqs(), Array(6...10))
-        XCTAssertEqual(try q.consume("g2", now: t0, max: 10).map(\.seq), Array(6...10))
+        let g2tail = try q.consume("g2", now: t0, max: 10)
+        XCTAssertEqual(g2tail.map(\.seq), Array(6...10))
 
         // retain keeps the newest entries even when nobody needs them.
         let g2rest = try q.consume("g2", now: t0, max: 10)
         XCTAssertEqual(g2rest, [])
-        _ = try q.ack("g2", (6...10).map { "3:\($0):1" })
+        XCTAssertEqual(try q.ack("g2", g2tail.map(\.receipt)).acked, 5)
         XCTAssertEqual(try q.trim(retain: 2).deleted, 3)
         XCTAssertEqual(try q.logSeqs(), [9, 10])
         XCTAssertEqual(try q.trim().deleted, 2)
@@ -570,7 +633,7 @@ final class QueueScriptTests: XCTestCase {
         }
         cases.append(("queue_redrive-5.lua", q.redriveKeys("g"), [now, "10"] + Array(repeating: "i", count: 1001)))
         for args in [[now], ["x", "g"], [now, "g", "extra"]] {
-            cases.append(("queue_status-7.lua", q.statusKeys("g"), args))
+            cases.append(("queue_status-8.lua", q.statusKeys("g"), args))
         }
         for args in [["0", "0"], ["100001", "0"], ["10"], ["10", "x"]] {
             cases.append(("queue_trim-3.lua", [pk.log, pk.groups, pk.refs], args))

@@ -78,8 +78,8 @@ public struct PartitionKeySet: Sendable {
     public func ackKeys(_ g: GroupKeySet) -> [String] { [refs, g.inflight, g.retry, g.attempts, g.data] }
     /// queue_nack-8 and queue_redeliver-8: log, refs, G inflight, retry, attempts, dlq, dlq:ids, data
     public func nackKeys(_ g: GroupKeySet) -> [String] { [log, refs, g.inflight, g.retry, g.attempts, g.dlq, g.dlqIds, g.data] }
-    /// queue_status-7: log, meta, delayed, groups, G inflight, G retry, G dlq
-    public func statusKeys(_ g: GroupKeySet) -> [String] { [log, meta, delayed, groups, g.inflight, g.retry, g.dlq] }
+    /// queue_status-8: log, meta, delayed, groups, G inflight, G retry, G dlq, G attempts
+    public func statusKeys(_ g: GroupKeySet) -> [String] { [log, meta, delayed, groups, g.inflight, g.retry, g.dlq, g.attempts] }
 }
 
 /// Keys of one group in one partition (prefix `G`).

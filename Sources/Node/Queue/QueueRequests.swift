@@ -154,7 +154,7 @@ public struct RedriveRequest: Sendable {
     }
 }
 
-/// `<partition>:<seq>:<delivery>` -> the partition, if well formed and below `partitions`.
+/// `<partition>:<seq>:<delivery or L<lease>>` -> the partition, if well formed and below `partitions`.
 func receiptPartition(_ receipt: String, partitions: Int) -> Int? {
     guard let colon = receipt.utf8.firstIndex(of: 0x3A) else { return nil }
     let head = receipt.utf8[receipt.utf8.startIndex..<colon]

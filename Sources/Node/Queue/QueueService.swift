@@ -739,7 +739,7 @@ public final class QueueService: NodeService {
 
     /// One queue_status per (partition, group), plus one per partition alone, pipelined.
     ///
-    ///     EVALSHA queue_status 7 P:log P:meta P:delayed P:groups G:inflight G:retry G:dlq now_ms group|""
+    ///     EVALSHA queue_status 8 P:log P:meta P:delayed P:groups G:inflight G:retry G:dlq G:attempts now_ms group|""
     private func status(_ request: HTTPRequest, _ params: [String: String]) throws {
         let topic = try Validate.name(params["topic"] ?? "", field: "topic")
         withTopic(topic, create: false) { [weak self] result in
@@ -1090,10 +1090,11 @@ public final class QueueService: NodeService {
                     self.redis.send(["HGET", gk.attempts, seq]) { [weak self] reply in
                         guard let self else { return }
                         self.sampleOutstanding -= 1
-                        // "<attempt>:<last_delivery_ms>:<delivery>"
+                        // "<attempt>:<last_delivery_ms>:<delivery>", or a lease's "<delivery_ms>:<seq>,..."
                         if let state = reply.string {
                             let parts = state.split(separator: ":")
-                            if parts.count == 3, let last = Int64(parts[1]) { oldest[op.topic] = Swift.max(oldest[op.topic] ?? 0, now - last) }
+                            let last = seq.hasPrefix("L") ? (parts.count == 2 ? Int64(parts[0]) : nil) : (parts.count == 3 ? Int64(parts[1]) : nil)
+                            if let last { oldest[op.topic] = Swift.max(oldest[op.topic] ?? 0, now - last) }
                         }
                         if self.sampleOutstanding == 0 { publish() }
                     }

@@ -1,5 +1,5 @@
 --[[
-  queue_status-7.lua: counts of one partition and, optionally, one group in it. Read only.
+  queue_status-8.lua: counts of one partition and, optionally, one group in it. Read only.
   The node calls it once per (partition, group) pair, pipelined.
 
   KEYS[1]  log       stream  concord:<c>:q:{<topic>:<p>}:log
@@ -9,6 +9,7 @@
   KEYS[5]  inflight  zset    ...:g:<group>:inflight
   KEYS[6]  retry     zset    ...:g:<group>:retry
   KEYS[7]  dlq       zset    ...:g:<group>:dlq
+  KEYS[8]  attempts  hash    ...:g:<group>:attempts     "#": entries in leases beyond one per lease
 
   ARGV[1]  now_ms   current unix time in ms
   ARGV[2]  group    group name, or "" for the partition's counts only (group counts are 0)
@@ -44,7 +45,8 @@ if ARGV[2] ~= "" then
     reply[7] = last_seq - cursor
     reply[8] = retry_due
     reply[9] = rcall("ZCARD", KEYS[6]) - retry_due
-    reply[10] = rcall("ZCARD", KEYS[5])
+    -- A lease of n entries is one in-flight member; "#" adds the other n - 1.
+    reply[10] = rcall("ZCARD", KEYS[5]) + tonumber(rcall("HGET", KEYS[8], "#") or "0")
   end
   reply[11] = rcall("ZCARD", KEYS[7])
 end
