@@ -11,7 +11,7 @@
   current end: the group receives every message produced after that (see queue_group-2.lua).
 
   KEYS[1]  log        stream  concord:<c>:q:{<topic>:<p>}:log
-  KEYS[2]  meta       hash    ...:meta              (seq = last sequence number)
+  KEYS[2]  meta       hash    ...:meta              (lseq = last lease number)
   KEYS[3]  groups     hash    ...:groups            group -> cursor (last delivered seq)
   KEYS[4]  refs       zset    ...:refs              "<seq>:<group>" scored by seq, and
                                                     "L<n>:<group>" scored by the lease's first seq:
@@ -46,6 +46,7 @@
 local rcall = redis.call
 
 --@include int_arg
+--@include last_seq
 
 local now = int_arg(1, "now_ms", 0, 999999999999999)
 local group = ARGV[2]
@@ -64,7 +65,7 @@ local K_INFLIGHT, K_RETRY, K_ATTEMPTS, K_DATA = KEYS[5], KEYS[6], KEYS[7], KEYS[
 -- Ensure the group: first use starts at the log's current end.
 local cursor = rcall("HGET", K_GROUPS, group)
 if not cursor then
-  cursor = rcall("HGET", K_META, "seq") or "0"
+  cursor = string.format("%d", last_seq(K_LOG))
   rcall("HSET", K_GROUPS, group, cursor)
 end
 cursor = tonumber(cursor)

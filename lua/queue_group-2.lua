@@ -6,7 +6,7 @@
   for the one partition it reads), so messages produced meanwhile to partitions the group
   has not read yet are not skipped.
 
-  KEYS[1]  meta     hash  concord:<c>:q:{<topic>:<p>}:meta     (seq = last sequence number)
+  KEYS[1]  log      stream concord:<c>:q:{<topic>:<p>}:log     (its last generated ID)
   KEYS[2]  groups   hash  ...:groups                        group -> cursor
 
   ARGV[1]  group    group name (1..256 bytes)
@@ -17,12 +17,14 @@
 ]]
 local rcall = redis.call
 
+--@include last_seq
+
 local group = ARGV[1]
 if #ARGV ~= 1 or type(group) ~= "string" or #group == 0 or #group > 256 then
   return redis.error_reply("BADARG expected 1 argument: group (1..256 bytes)")
 end
 local cursor = rcall("HGET", KEYS[2], group)
 if cursor then return {0, tonumber(cursor)} end
-cursor = rcall("HGET", KEYS[1], "seq") or "0"
-rcall("HSET", KEYS[2], group, cursor)
-return {1, tonumber(cursor)}
+cursor = last_seq(KEYS[1])
+rcall("HSET", KEYS[2], group, string.format("%d", cursor))
+return {1, cursor}

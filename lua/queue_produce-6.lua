@@ -8,7 +8,7 @@
   <seq> is the partition's sequence number (1, 2, 3, ...; produce order).
 
   KEYS[1]  log            stream   concord:<c>:q:{<topic>:<p>}:log
-  KEYS[2]  meta           hash     ...:meta            (seq = last sequence number, dseq, created_ms)
+  KEYS[2]  meta           hash     ...:meta            (dseq = last delayed ref number)
   KEYS[3]  dedup          hash     ...:dedup           id -> first result ref
   KEYS[4]  dedup_exp      zset     ...:dedup:exp       id scored by its expiry (unix ms)
   KEYS[5]  delayed        zset     ...:delayed         "d<n>" scored by due time (unix ms)
@@ -76,10 +76,7 @@ if #expired > 0 then
   rcall("HDEL", KEYS[3], unpack(expired))
 end
 
-rcall("HSETNX", KEYS[2], "created_ms", now)
-
 local reply = {}
-local last_seq = nil
 local now_text = string.format("%d", now)
 for i = 1, n do
   local b = 4 + 6 * (i - 1)
@@ -104,13 +101,12 @@ for i = 1, n do
       status = "delayed"
     else
       -- "0-*": Redis picks the next sequence after the stream's last ID, so the log itself
-      -- is the authority on <seq> (meta.seq mirrors it for readers).
+      -- is the authority on <seq>.
       -- Strings, not numbers: a Lua number becomes a string through sprintf("%.14g") on
       -- every call, which costs more than the XADD itself.
       local entry_id = rcall("XADD", KEYS[1], "0-*",
         "id", id, "key", key, "body", body, "max", ARGV[b + 5], "ts", now_text)
       ref = string.sub(entry_id, 3)
-      last_seq = ref
       status = "new"
     end
     if dedup == "1" then
@@ -120,5 +116,4 @@ for i = 1, n do
     reply[i] = {status, ref}
   end
 end
-if last_seq then rcall("HSET", KEYS[2], "seq", last_seq) end
 return reply

@@ -23,15 +23,17 @@
 ]]
 local rcall = redis.call
 
+--@include last_seq
+
 local now = ARGV[1]
 if #ARGV ~= 2 or type(now) ~= "string" or not string.match(now, "^%d+$") or #now > 15 then
   return redis.error_reply("BADARG expected 2 arguments: now_ms (integer), group")
 end
 if #ARGV[2] > 256 then return redis.error_reply("BADARG group must be at most 256 bytes") end
 
-local last_seq = tonumber(rcall("HGET", KEYS[2], "seq") or "0")
+local last = last_seq(KEYS[1])
 local reply = {
-  last_seq, rcall("XLEN", KEYS[1]), rcall("ZCARD", KEYS[3]),
+  last, rcall("XLEN", KEYS[1]), rcall("ZCARD", KEYS[3]),
   rcall("ZCOUNT", KEYS[3], "-inf", now),
   0, 0, 0, 0, 0, 0, 0,
 }
@@ -42,7 +44,7 @@ if ARGV[2] ~= "" then
     local retry_due = rcall("ZCOUNT", KEYS[6], "-inf", now)
     reply[5] = 1
     reply[6] = cursor
-    reply[7] = last_seq - cursor
+    reply[7] = last - cursor
     reply[8] = retry_due
     reply[9] = rcall("ZCARD", KEYS[6]) - retry_due
     -- A lease of n entries is one in-flight member; "#" adds the other n - 1.

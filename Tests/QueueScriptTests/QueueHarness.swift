@@ -165,7 +165,7 @@ struct Queue {
     }
 
     func ensureGroup(_ group: String) throws -> (created: Bool, cursor: Int) {
-        let a = try check(raw("queue_group-2.lua", keys: [keys.meta, keys.groups], args: [group]), "group").array!
+        let a = try check(raw("queue_group-2.lua", keys: [keys.log, keys.groups], args: [group]), "group").array!
         return (a[0].int! == 1, a[1].int!)
     }
 
@@ -200,7 +200,7 @@ struct Queue {
     }
 
     func promote(now: Int, limit: Int = 1000) throws -> (promoted: Int, nextDueMs: Int) {
-        let a = try check(raw("queue_promote-4.lua", keys: [keys.log, keys.meta, keys.delayed, keys.delayedData],
+        let a = try check(raw("queue_promote-3.lua", keys: [keys.log, keys.delayed, keys.delayedData],
                               args: [String(now), String(limit)]), "promote").array!
         return (a[0].int!, a[1].int!)
     }

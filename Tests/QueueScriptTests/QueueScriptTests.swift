@@ -623,7 +623,7 @@ final class QueueScriptTests: XCTestCase {
             cases.append(("queue_redeliver-8.lua", q.timerKeys("g"), args))
         }
         for args in [[now], [now, "0"], ["", "5"]] {
-            cases.append(("queue_promote-4.lua", [pk.log, pk.meta, pk.delayed, pk.delayedData], args))
+            cases.append(("queue_promote-3.lua", [pk.log, pk.delayed, pk.delayedData], args))
         }
         for args in [["0", "0"], ["1001", "0"], ["1"], ["5", "-1"]] {
             cases.append(("queue_dlq-2.lua", [g.dlq, g.data], args))
@@ -638,8 +638,8 @@ final class QueueScriptTests: XCTestCase {
         for args in [["0", "0"], ["100001", "0"], ["10"], ["10", "x"]] {
             cases.append(("queue_trim-3.lua", [pk.log, pk.groups, pk.refs], args))
         }
-        cases.append(("queue_group-2.lua", [pk.meta, pk.groups], [""]))
-        cases.append(("queue_group-2.lua", [pk.meta, pk.groups], ["g", "x"]))
+        cases.append(("queue_group-2.lua", [pk.log, pk.groups], [""]))
+        cases.append(("queue_group-2.lua", [pk.log, pk.groups], ["g", "x"]))
 
         for (name, keys, args) in cases {
             let reply = try q.raw(name, keys: keys, args: args)

@@ -66,10 +66,10 @@ public struct PartitionKeySet: Sendable {
 
     /// queue_produce-6: log, meta, dedup, dedup:exp, delayed, delayed:data
     public var produceKeys: [String] { [log, meta, dedup, dedupExp, delayed, delayedData] }
-    /// queue_group-2: meta, groups
-    public var groupKeys: [String] { [meta, groups] }
-    /// queue_promote-4: log, meta, delayed, delayed:data
-    public var promoteKeys: [String] { [log, meta, delayed, delayedData] }
+    /// queue_group-2: log, groups
+    public var groupKeys: [String] { [log, groups] }
+    /// queue_promote-3: log, delayed, delayed:data
+    public var promoteKeys: [String] { [log, delayed, delayedData] }
     /// queue_trim-3: log, groups, refs
     public var trimKeys: [String] { [log, groups, refs] }
     /// queue_consume-8: log, meta, groups, refs, G inflight, G retry, G attempts, G data

@@ -165,7 +165,7 @@ public final class QueueService: NodeService {
     /// (queue_group-2 is idempotent), then in the topic's group registry (read by the owners'
     /// redelivery timers). Registry membership therefore implies every partition knows it.
     ///
-    ///     EVALSHA queue_group 2 P:meta P:groups <group>     (each partition)
+    ///     EVALSHA queue_group 2 P:log P:groups <group>     (each partition)
     ///     SADD concord:<c>:q:groups:<topic> <group>
     func withGroup(_ topic: String, partitions: Int, group: String, _ body: @escaping (HTTPError?) -> Void) {
         if registeredGroups[topic]?.contains(group) == true { body(nil); return }
@@ -279,11 +279,15 @@ public final class QueueService: NodeService {
     }
 
     /// Places each message (key -> hash of key; else id -> hash of id, so a retried produce
-    /// meets its dedup entry; else one round-robin partition for the request), then runs one
-    /// queue_produce per partition, all pipelined. Answers once every partition answered.
+    /// meets its dedup entry; else one round-robin partition for the request), then stores
+    /// each partition's share, all pipelined. Answers once every partition answered.
     ///
     ///     EVALSHA queue_produce 6 P:log P:meta P:dedup P:dedup:exp P:delayed P:delayed:data
     ///             now_ms 86400000 n [id dedup key body delay_ms max_attempts]...
+    ///
+    /// or, when no message of the share has an `id` or a delay:
+    ///
+    ///     MULTI; XADD P:log 0-* id <id> key <key> body <body> max <n> ts <now_ms> (each); EXEC
     private func store(_ input: ProduceRequest, partitions: Int, request: HTTPRequest) {
         let topic = input.topic
         // Reduced by the current count: a topic re-created with fewer partitions (a lost registry)
@@ -309,7 +313,42 @@ public final class QueueService: NodeService {
         var failure: HTTPError?
         var stored = 0
         var notify: [Int] = []
+        let finish: () -> Void = { [weak self] in
+            guard let self else { return }
+            remaining -= 1
+            guard remaining == 0 else { return }
+            if stored > 0 { self.metrics.increment("concord_queue_produced_total", [("topic", topic)], by: stored) }
+            if !notify.isEmpty { self.announce(topic: topic, partitions: notify) }
+            if let failure { request.fail(failure); return }
+            self.respondProduced(request, batch: input.batch, ids: ids, placement: placement)
+        }
         for (p, indices) in byPartition {
+            if indices.allSatisfy({ input.messages[$0].id == nil && input.messages[$0].delayMs == 0 }) {
+                // Nothing to deduplicate or delay: only the log is written, as one transaction of
+                // bare XADDs (no script; the stream assigns the sequence numbers).
+                let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
+                let nowBytes = Array(now.utf8)
+                redis.send([Array("MULTI".utf8)]) { _ in }
+                for i in indices {
+                    let m = input.messages[i]
+                    redis.send([QueueService.xadd, log, QueueService.autoSeq, QueueService.fieldID, Array(ids[i].utf8),
+                                QueueService.fieldKey, Array((m.key ?? "").utf8), QueueService.fieldBody, Array(m.body.utf8),
+                                QueueService.fieldMax, Array(String(m.maxAttempts).utf8), QueueService.fieldTS, nowBytes]) { _ in }
+                }
+                redis.send([Array("EXEC".utf8)]) { [weak self] reply in
+                    guard let self else { return }
+                    if let error = reply.errorMessage {
+                        if failure == nil { failure = self.httpError(error) }
+                    } else if let items = reply.array, items.count == indices.count, items.allSatisfy({ !$0.isError }) {
+                        stored += items.count
+                        notify.append(p)
+                    } else if failure == nil {
+                        failure = self.httpError(reply.array?.first(where: { $0.isError })?.errorMessage ?? "ERR produce transaction aborted")
+                    }
+                    finish()
+                }
+                continue
+            }
             var args: [[UInt8]] = [Array(now.utf8), Array(String(QueueLimits.dedupWindowMs).utf8), Array(String(indices.count).utf8)]
             args.reserveCapacity(3 + 6 * indices.count)
             for i in indices {
@@ -333,15 +372,14 @@ public final class QueueService: NodeService {
                     }
                     if fresh { notify.append(p) }
                 }
-                remaining -= 1
-                guard remaining == 0 else { return }
-                if stored > 0 { self.metrics.increment("concord_queue_produced_total", [("topic", topic)], by: stored) }
-                if !notify.isEmpty { self.announce(topic: topic, partitions: notify) }
-                if let failure { request.fail(failure); return }
-                self.respondProduced(request, batch: input.batch, ids: ids, placement: placement)
+                finish()
             }
         }
     }
+
+    private static let xadd = Array("XADD".utf8), autoSeq = Array("0-*".utf8)
+    private static let fieldID = Array("id".utf8), fieldKey = Array("key".utf8), fieldBody = Array("body".utf8)
+    private static let fieldMax = Array("max".utf8), fieldTS = Array("ts".utf8)
 
     private func respondProduced(_ request: HTTPRequest, batch: Bool, ids: [String], placement: [Int]) {
         if !batch {
@@ -992,7 +1030,7 @@ public final class QueueService: NodeService {
         for op in owned {
             let pk = keys.partition(topic: op.topic, partition: op.partition)
             jobs.append { [weak self] in
-                // EVALSHA queue_promote 4 P:log P:meta P:delayed P:delayed:data now_ms limit
+                // EVALSHA queue_promote 3 P:log P:delayed P:delayed:data now_ms limit
                 self?.timerScript("queue_promote", pk.promoteKeys, [now, QueueService.timerScriptLimit]) { [weak self] r in
                     if (r.first ?? 0) > 0 { self?.announce(topic: op.topic, partitions: [op.partition]) }
                 }

@@ -1,12 +1,11 @@
 --[[
-  queue_promote-4.lua: the partition owner's delay timer: append due delayed messages to
+  queue_promote-3.lua: the partition owner's delay timer: append due delayed messages to
   the log (earliest due first, at most `limit`), keeping id, key, body and max_attempts.
   They get the next sequence numbers, so groups see them in promotion order.
 
   KEYS[1]  log           stream  concord:<c>:q:{<topic>:<p>}:log
-  KEYS[2]  meta          hash    ...:meta              (seq = last sequence number)
-  KEYS[3]  delayed       zset    ...:delayed           "d<n>" scored by due time (ms)
-  KEYS[4]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max,ts}
+  KEYS[2]  delayed       zset    ...:delayed           "d<n>" scored by due time (ms)
+  KEYS[2]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max,ts}
 
   ARGV[1]  now_ms   current unix time in ms
   ARGV[2]  limit    1..10000 messages per call
@@ -24,23 +23,21 @@ local limit = int_arg(2, "limit", 1, 10000)
 if #ARGV ~= 2 then err = err or ("BADARG expected 2 arguments, got " .. #ARGV) end
 if err then return redis.error_reply(err) end
 
-local promoted, last_seq = 0, nil
-local due = rcall("ZRANGEBYSCORE", KEYS[3], "-inf", now, "LIMIT", 0, limit)
+local promoted = 0
+local due = rcall("ZRANGEBYSCORE", KEYS[2], "-inf", now, "LIMIT", 0, limit)
 for _, ref in ipairs(due) do
-  local raw = rcall("HGET", KEYS[4], ref)
-  rcall("ZREM", KEYS[3], ref)
-  rcall("HDEL", KEYS[4], ref)
+  local raw = rcall("HGET", KEYS[3], ref)
+  rcall("ZREM", KEYS[2], ref)
+  rcall("HDEL", KEYS[3], ref)
   if raw then
     local m = cjson.decode(raw)
-    local entry_id = rcall("XADD", KEYS[1], "0-*",
+    rcall("XADD", KEYS[1], "0-*",
       "id", m.id, "key", m.key, "body", m.body, "max", m.max, "ts", m.ts)
-    last_seq = string.match(entry_id, "^0%-(%d+)$")
     promoted = promoted + 1
   end
 end
-if last_seq then rcall("HSET", KEYS[2], "seq", last_seq) end
 
-local first = rcall("ZRANGE", KEYS[3], 0, 0, "WITHSCORES")
+local first = rcall("ZRANGE", KEYS[2], 0, 0, "WITHSCORES")
 local next_due = -1
 if #first > 0 then next_due = tonumber(first[2]) end
 return {promoted, next_due}
