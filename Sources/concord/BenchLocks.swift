@@ -34,9 +34,11 @@ struct BenchLocks: ParsableCommand {
     @OptionGroup var options: BenchOptions
     @Option(help: "etcd v3 JSON gateway URL(s) for the baseline, e.g. http://127.0.0.1:2379.") var etcd: [String] = []
     @Option(help: "uncontended, contended or both.") var mode: String = "both"
+    @Option(help: "With --etcd: alternate Concord and etcd in this many slices of the duration each.") var rounds: Int = 4
 
     func validate() throws {
         guard ["uncontended", "contended", "both"].contains(mode) else { throw ValidationError("--mode must be uncontended, contended or both") }
+        guard (1...100).contains(rounds) else { throw ValidationError("--rounds must be in [1, 100]") }
     }
 
     func run() throws {
@@ -47,51 +49,81 @@ struct BenchLocks: ParsableCommand {
         let etcdURLs = etcd
         for m in (mode == "both" ? ["uncontended", "contended"] : [mode]) {
             let contended = m == "contended"
-            // One client: the threaded runner times whole acquire+release pairs (the latency
-            // goal). More: the event-driven driver, so the load generator leaves the cores to
-            // the servers; each connection alternates acquire and release, ops are pairs.
-            let concord: BenchResult
-            if opts.concurrency == 1 {
-                concord = runLoad(name: "concord \(m) (pair latency)", concurrency: 1, seconds: opts.duration, quiet: opts.json,
-                                  setup: { opts.client($0) },
-                                  operation: { client, _ in
-                    let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-solo"
-                    let body: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-solo")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
-                    guard try client.post("/lock/acquire", body).status == 200 else { return false }
-                    return try client.post("/lock/release", .object([("resource", .string(resource)), ("owner", .string("o-solo"))])).status == 200
-                })
-            } else {
-                let targets = opts.targets.map(hostPort)
-                let requests: [[[UInt8]]] = (0..<opts.concurrency).map { conn in
-                    let t = targets[conn % targets.count]
-                    let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(conn)"
-                    let acquire: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-\(conn)")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
-                    let release: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-\(conn)"))])
-                    return [LoadDriver.http("POST", "/lock/acquire", host: "\(t.host):\(t.port)", body: acquire.bytes),
-                            LoadDriver.http("POST", "/lock/release", host: "\(t.host):\(t.port)", body: release.bytes)]
-                }
-                concord = pairs(runEvented(name: "concord \(m)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json,
-                                           framing: .http, request: { conn, seq in requests[conn][Int(seq % 2)] }, validate: httpOK))
+            // Each slice uses its own resource names, so a lock left held when a slice ends
+            // (Concord: until its TTL; etcd: until its lease's) never blocks the next one.
+            var slice = 0
+            let concordRun = { (seconds: Double) -> BenchResult in
+                slice += 1
+                return concordLoad(m, contended: contended, runID: "\(runID)s\(slice)", seconds: seconds)
             }
+            if etcdURLs.isEmpty {
+                results.append(concordRun(opts.duration))
+                continue
+            }
+            var etcdSlice = 0
+            let etcdRun = { (seconds: Double) -> BenchResult in
+                etcdSlice += 1
+                return etcdLoad(m, contended: contended, runID: "\(runID)e\(etcdSlice)", urls: etcdURLs, seconds: seconds)
+            }
+            // Alternating slices: both see the same noise of this shared machine.
+            let (concord, e) = interleaved(rounds: rounds, seconds: opts.duration, concordRun, etcdRun)
             results.append(concord)
-            if !etcdURLs.isEmpty {
-                let e: BenchResult
-                if opts.concurrency == 1 {
-                    e = runLoad(name: "etcd \(m) (pair latency)", concurrency: 1, seconds: opts.duration, quiet: opts.json,
-                                setup: { try EtcdLockClient(url: etcdURLs[$0 % etcdURLs.count]) },
-                                operation: { client, _ in
-                        let name = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(client.lease)"
-                        guard let key = try client.lock(name) else { return false }
-                        return try client.unlock(key)
-                    })
-                } else {
-                    e = pairs(try etcdEvented(m, contended: contended, runID: runID, urls: etcdURLs, opts: opts))
-                }
-                results.append(e)
-                if e.opsPerSecond > 0 { ratios.append(("ratio_concord_to_etcd_\(m)", concord.opsPerSecond / e.opsPerSecond)) }
-            }
+            results.append(e)
+            if e.opsPerSecond > 0 { ratios.append(("ratio_concord_to_etcd_\(m)", concord.opsPerSecond / e.opsPerSecond)) }
         }
         printResults(results, ratios: ratios, json: opts.json)
+    }
+}
+
+extension BenchLocks {
+    /// Concord: one client times whole acquire+release pairs (the latency goal, threaded
+    /// runner); more use the event-driven driver, so the load generator leaves the cores to
+    /// the servers; each connection alternates acquire and release, ops are pairs.
+    func concordLoad(_ m: String, contended: Bool, runID: String, seconds: Double) -> BenchResult {
+        let opts = options
+        if opts.concurrency == 1 {
+            return runLoad(name: "concord \(m) (pair latency)", concurrency: 1, seconds: seconds, quiet: opts.json,
+                           setup: { opts.client($0) },
+                           operation: { client, _ in
+                let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-solo"
+                let body: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-solo")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
+                guard try client.post("/lock/acquire", body).status == 200 else { return false }
+                return try client.post("/lock/release", .object([("resource", .string(resource)), ("owner", .string("o-solo"))])).status == 200
+            })
+        }
+        let targets = opts.targets.map(hostPort)
+        let requests: [[[UInt8]]] = (0..<opts.concurrency).map { conn in
+            let t = targets[conn % targets.count]
+            let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(conn)"
+            let acquire: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-\(conn)")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
+            let release: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-\(conn)"))])
+            return [LoadDriver.http("POST", "/lock/acquire", host: "\(t.host):\(t.port)", body: acquire.bytes),
+                    LoadDriver.http("POST", "/lock/release", host: "\(t.host):\(t.port)", body: release.bytes)]
+        }
+        return pairs(runEvented(name: "concord \(m)", targets: targets, connections: opts.concurrency, seconds: seconds, quiet: opts.json,
+                                framing: .http, request: { conn, seq in requests[conn][Int(seq % 2)] }, validate: httpOK))
+    }
+
+    /// etcd's lock workload, the same shape.
+    func etcdLoad(_ m: String, contended: Bool, runID: String, urls: [String], seconds: Double) -> BenchResult {
+        var opts = options
+        opts.duration = seconds
+        if opts.concurrency == 1 {
+            return runLoad(name: "etcd \(m) (pair latency)", concurrency: 1, seconds: seconds, quiet: opts.json,
+                           setup: { try EtcdLockClient(url: urls[$0 % urls.count]) },
+                           operation: { client, _ in
+                let name = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(client.lease)"
+                guard let key = try client.lock(name) else { return false }
+                return try client.unlock(key)
+            })
+        }
+        do {
+            return pairs(try etcdEvented(m, contended: contended, runID: runID, urls: urls, opts: opts))
+        } catch {
+            FileHandle.standardError.write(Data("etcd \(m): \(error)\n".utf8))
+            return BenchResult(name: "etcd \(m)", ops: 0, errors: 1, seconds: seconds,
+                               histogram: Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+        }
     }
 }
 

@@ -556,6 +556,23 @@ extension QueueIntegrationTests {
 extension QueueIntegrationTests {
     /// `"ids": []` names no message: it redrives nothing (it used to empty the whole DLQ, as if
     /// `ids` had been left out).
+    /// Topics are bounded (every node tracks them all): beyond the bound a new topic is refused
+    /// with 409 and nothing is stored; existing topics keep working.
+    func testTopicsBeyondTheBoundAreRefusedWith409() throws {
+        let c = try TestCluster(nodes: 1, environment: ["CONCORD_MAX_TOPICS": "2"])
+        let n1 = c.nodes[0].client()
+        XCTAssertEqual(try n1.post("/queue/topic", .object([("topic", .string("t1")), ("partitions", .int(2))])).status, 200)
+        XCTAssertEqual(try n1.post("/queue/produce", .object([("topic", .string("t2")), ("body", .int(1))])).status, 200)
+        let refused = try n1.post("/queue/produce", .object([("topic", .string("t3")), ("body", .int(1))]))
+        XCTAssertEqual(refused.status, 409, refused.text)
+        XCTAssertEqual(refused.json?["error"]?.stringValue, "conflict")
+        XCTAssertEqual(refused.json?["max_topics"]?.int64Value, 2)
+        XCTAssertEqual(try n1.post("/queue/topic", .object([("topic", .string("t3")), ("partitions", .int(2))])).status, 409)
+        XCTAssertEqual(try n1.get("/queue/status/t3").status, 404, "nothing was created")
+        XCTAssertEqual(try n1.post("/queue/produce", .object([("topic", .string("t1")), ("body", .int(2))])).status, 200)
+        XCTAssertEqual(try n1.consume("t2", group: "g").0.status, 200)
+    }
+
     func testRedriveWithAnEmptyIdListRedrivesNothing() throws {
         let c = try SharedQueueCluster.get()
         let topic = "dlq0-\(UInt32.random(in: 0..<UInt32.max))"

@@ -478,6 +478,26 @@ final class QueueScriptTests: XCTestCase {
         XCTAssertEqual(try q.status("never", now: t0).groupKnown, 0)
     }
 
+    // MARK: - Topic registry
+
+    func testTopicRegistryCreatesOnceAndRefusesBeyondTheBound() throws {
+        let topics = "concord:test:q:topics:\(UInt32.random(in: 0..<UInt32.max))"
+        func create(_ topic: String, _ partitions: Int, max: Int = 2) throws -> [Int] {
+            try q.raw("queue_topic-1.lua", keys: [topics], args: [topic, String(partitions), String(max)]).array!.map { $0.int! }
+        }
+        XCTAssertEqual(try create("a", 4), [1, 4, 1])
+        XCTAssertEqual(try create("a", 8), [0, 4, 1], "an existing topic keeps its count")
+        XCTAssertEqual(try create("b", 8), [1, 8, 2])
+        XCTAssertEqual(try create("c", 8), [-1, 0, 2], "the registry is full")
+        XCTAssertEqual(try create("a", 8), [0, 4, 2], "existing topics still answer when full")
+        XCTAssertEqual(try client.command(["HLEN", topics]).int, 2)
+        for bad in [["", "8", "2"], ["d", "0", "2"], ["d", "257", "2"], ["d", "8", "0"], ["d", "x", "2"]] {
+            let reply = try q.raw("queue_topic-1.lua", keys: [topics], args: bad)
+            XCTAssertTrue(reply.errorMessage?.hasPrefix("BADARG") ?? false, "\(bad): \(reply)")
+        }
+        XCTAssertEqual(try client.command(["HLEN", topics]).int, 2, "bad input wrote nothing")
+    }
+
     // MARK: - Leases
 
     /// A batch's first deliveries share one lease; acks, a nack and the visibility timeout
@@ -673,7 +693,7 @@ final class QueueScriptTests: XCTestCase {
     func testEveryScriptHasAHeaderNamingItsKeysAndArgs() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: scripts.directory.path)
             .filter { $0.hasPrefix("queue_") && $0.hasSuffix(".lua") }.sorted()
-        XCTAssertEqual(files.count, 11)
+        XCTAssertEqual(files.count, 12)
         for file in files {
             let source = try scripts.source(file)
             XCTAssertTrue(source.hasPrefix("--[["), file)

@@ -77,7 +77,10 @@ public final class QueueService: NodeService {
     static let timerScriptLimit = "1000"
     static let trimMaxDelete = "10000"
     static let trimRetain = "100"
-    static let topicsTracked = 10_000
+    /// At most this many topics exist (every node tracks them all: placement, owner timers);
+    /// creating one more is refused with 409. CONCORD_MAX_TOPICS overrides (tests).
+    static let topicsMax = Int(ProcessInfo.processInfo.environment["CONCORD_MAX_TOPICS"] ?? "").flatMap { (1...1_000_000).contains($0) ? $0 : nil } ?? 10_000
+    static var topicsTracked: Int { topicsMax }
 
     private let idPrefix: String
     private var idCounter: UInt64 = 0
@@ -141,12 +144,16 @@ public final class QueueService: NodeService {
 
     /// The topic's partition count; with `create`, a missing topic is created with 8.
     ///
-    ///     HSETNX concord:<c>:q:topics <topic> 8     (create only)
-    ///     HGET   concord:<c>:q:topics <topic>
+    ///     EVALSHA queue_topic 1 concord:<c>:q:topics <topic> 8 <max topics>     (create)
+    ///     HGET concord:<c>:q:topics <topic>                                      (otherwise)
     func withTopic(_ topic: String, create: Bool, _ body: @escaping (Result<Int, HTTPError>) -> Void) {
         if let n = topics[topic] { body(.success(n)); return }
         if create {
-            redis.send(["HSETNX", keys.topics, topic, String(QueueLimits.partitionsDefault)]) { _ in }
+            ensureTopic(topic, partitions: Int(QueueLimits.partitionsDefault)) { [weak self] result in
+                if case .success(let n) = result { self?.topics[topic] = n }
+                body(result)
+            }
+            return
         }
         redis.send(["HGET", keys.topics, topic]) { [weak self] reply in
             guard let self else { return }
@@ -241,16 +248,38 @@ public final class QueueService: NodeService {
         }
     }
 
+    /// Creates the topic with `partitions` unless it exists (then its own count), or fails
+    /// with 409 when the registry already holds `topicsMax` topics.
+    private func ensureTopic(_ topic: String, partitions: Int, _ done: @escaping (Result<Int, HTTPError>) -> Void) {
+        scripts.run("queue_topic", keys: [keys.topics], args: [topic, String(partitions), String(QueueService.topicsMax)]) { [weak self] reply in
+            guard let self else { return }
+            if let error = reply.errorMessage { done(.failure(self.httpError(error))); return }
+            guard let items = reply.array?.map({ $0.integer ?? 0 }), items.count == 3 else {
+                done(.failure(HTTPError.unavailable("topic registry did not answer"))); return
+            }
+            if items[0] < 0 {
+                done(.failure(HTTPError(409, "conflict", "topic '\(topic)' not created: the cluster already has \(items[2]) topics, the most it keeps",
+                                        extra: [("max_topics", .int(Int64(QueueService.topicsMax)))])))
+                return
+            }
+            guard QueueLimits.partitionsRange.contains(items[1]) else {
+                done(.failure(HTTPError(500, "internal", "topic registry holds a bad partition count for '\(topic)'"))); return
+            }
+            done(.success(Int(items[1])))
+        }
+    }
+
     // MARK: POST /queue/topic
 
     private func createTopic(_ request: HTTPRequest) throws {
         let input = try TopicRequest(try request.jsonObject())
-        // HSETNX then HGET on one connection: the HGET sees whichever count won.
-        redis.send(["HSETNX", keys.topics, input.topic, String(input.partitions)]) { _ in }
-        redis.send(["HGET", keys.topics, input.topic]) { [weak self] reply in
+        ensureTopic(input.topic, partitions: input.partitions) { [weak self] result in
             guard let self else { return }
-            if let error = reply.errorMessage { request.fail(self.httpError(error)); return }
-            guard let n = reply.integer.map(Int.init) else { request.fail(HTTPError.unavailable("topic registry did not answer")); return }
+            let n: Int
+            switch result {
+            case .failure(let e): request.fail(e); return
+            case .success(let count): n = count
+            }
             self.topics[input.topic] = n
             if n != input.partitions {
                 request.fail(HTTPError(409, "conflict", "topic '\(input.topic)' exists with \(n) partitions", extra: [("partitions", .int(n))]))
