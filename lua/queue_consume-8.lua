@@ -24,9 +24,9 @@
                                                     (entries - 1), so in-flight = ZCARD(inflight) + "#"
   KEYS[8]  data       hash    ...:g:<group>:data      seq -> JSON copy of a dead/redriven entry
 
-  First deliveries of one call form a lease "L<n>" (n from meta's `lseq`): attempt 1, delivery
-  1, all delivered at the same time with the same deadline, so the batch costs one in-flight
-  member, one attempts record and one ref. A lease entry that is nacked or times out leaves
+  First deliveries of one call form leases "L<n>" of at most 100 entries (n from meta's
+  `lseq`): attempt 1, delivery 1, all delivered at the same time with the same deadline, so
+  each lease costs one in-flight member, one attempts record and one ref. A lease entry that is nacked or times out leaves
   the lease and continues as an entry of its own (queue_nack-8, queue_redeliver-8).
 
   ARGV[1]  now_ms          current unix time in ms
@@ -115,37 +115,48 @@ if max > 0 then
   end
 end
 
--- 2. New log entries after the cursor, in log order, delivered as one lease: a single
--- in-flight member, attempts record and ref for the whole batch instead of one per message.
+-- 2. New log entries after the cursor, in log order, delivered in leases of at most
+-- LEASE_MAX: a single in-flight member, attempts record and ref per lease instead of one per
+-- message. The bound keeps an ack of one entry cheap (it rewrites its lease's record).
+local LEASE_MAX = 100
 local room = max - #reply
 if room > 0 then
   local entries = rcall("XRANGE", K_LOG, "0-" .. (cursor + 1), "+", "COUNT", room)
-  if #entries > 0 then
-    local lease = "L" .. rcall("HINCRBY", K_META, "lseq", 1)
-    local tag = ":" .. lease
-    local seqs = {}
-    for _, entry in ipairs(entries) do
-      local seq = string.match(entry[1], "^0%-(%d+)$")
-      local f = entry[2]
-      local id, key, body
-      if f[1] == "id" and f[3] == "key" and f[5] == "body" then
-        -- The order queue_produce and queue_promote write the fields in: no table per entry.
-        id, key, body = f[2], f[4], f[6]
-      else
-        local e = {}
-        for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
-        id, key, body = e.id, e.key, e.body
+  local n = #entries
+  if n > 0 then
+    local leases = math.floor((n + LEASE_MAX - 1) / LEASE_MAX)
+    local last_lease = rcall("HINCRBY", K_META, "lseq", leases)
+    local extra = 0
+    for l = 1, leases do
+      local lease = "L" .. string.format("%d", last_lease - leases + l)
+      local tag = ":" .. lease
+      local seqs = {}
+      for j = (l - 1) * LEASE_MAX + 1, math.min(n, l * LEASE_MAX) do
+        local entry = entries[j]
+        local seq = string.match(entry[1], "^0%-(%d+)$")
+        local f = entry[2]
+        local id, key, body
+        if f[1] == "id" and f[3] == "key" and f[5] == "body" then
+          -- The order produce and queue_promote write the fields in: no table per entry.
+          id, key, body = f[2], f[4], f[6]
+        else
+          local e = {}
+          for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
+          id, key, body = e.id, e.key or "", e.body
+        end
+        seqs[#seqs + 1] = seq
+        reply[#reply + 1] = {p_text .. ":" .. seq .. tag, id, body, key, 1, tonumber(seq)}
       end
-      seqs[#seqs + 1] = seq
-      reply[#reply + 1] = {p_text .. ":" .. seq .. tag, id, body, key, 1, tonumber(seq)}
+      inflight_args[#inflight_args + 1] = deadline
+      inflight_args[#inflight_args + 1] = lease
+      attempts_args[#attempts_args + 1] = lease
+      attempts_args[#attempts_args + 1] = now_text .. ":" .. table.concat(seqs, ",")
+      refs_args[#refs_args + 1] = seqs[1]
+      refs_args[#refs_args + 1] = lease .. ":" .. group
+      extra = extra + #seqs - 1
     end
-    rcall("HSET", K_GROUPS, group, seqs[#seqs])
-    inflight_args[#inflight_args + 1] = deadline
-    inflight_args[#inflight_args + 1] = lease
-    rcall("HSET", K_ATTEMPTS, lease, now_text .. ":" .. table.concat(seqs, ","))
-    if #seqs > 1 then rcall("HINCRBY", K_ATTEMPTS, "#", #seqs - 1) end
-    refs_args[#refs_args + 1] = seqs[1]
-    refs_args[#refs_args + 1] = lease .. ":" .. group
+    rcall("HSET", K_GROUPS, group, string.match(entries[n][1], "^0%-(%d+)$"))
+    if extra > 0 then rcall("HINCRBY", K_ATTEMPTS, "#", extra) end
   end
 end
 

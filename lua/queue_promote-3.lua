@@ -5,7 +5,7 @@
 
   KEYS[1]  log           stream  concord:<c>:q:{<topic>:<p>}:log
   KEYS[2]  delayed       zset    ...:delayed           "d<n>" scored by due time (ms)
-  KEYS[2]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max,ts}
+  KEYS[3]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max,ts}
 
   ARGV[1]  now_ms   current unix time in ms
   ARGV[2]  limit    1..10000 messages per call

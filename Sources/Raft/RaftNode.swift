@@ -788,12 +788,15 @@ public final class RaftNode {
     /// waits for this node's own write; this takes a persist round trip off the path from a
     /// quorum's acknowledgement to the client's answer. Call it only after the outstanding
     /// Ready's snapshot (if any) was restored; empty while a received snapshot awaits its Ready.
-    /// The entries are not handed out again by `ready()`.
+    /// The entries are not handed out again by `ready()`. The caller applies them before it
+    /// calls into the core again, so they count as applied at once (`compact` may then cover
+    /// them; waiting for the outstanding Ready's `advance` would starve compaction under load).
     public func takeCommittedEntries() -> [Entry] {
         guard pendingReceivedSnapshot == nil, log.applyingThrough < log.committed else { return [] }
         let from = max(log.applyingThrough + 1, log.firstIndex)
         let entries = log.entries(from: from, through: log.committed)
         log.applyingThrough = log.committed
+        log.applied = max(log.applied, log.committed)
         return entries
     }
 

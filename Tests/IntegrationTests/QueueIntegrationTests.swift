@@ -554,8 +554,6 @@ extension QueueIntegrationTests {
 }
 
 extension QueueIntegrationTests {
-    /// `"ids": []` names no message: it redrives nothing (it used to empty the whole DLQ, as if
-    /// `ids` had been left out).
     /// Topics are bounded (every node tracks them all): beyond the bound a new topic is refused
     /// with 409 and nothing is stored; existing topics keep working.
     func testTopicsBeyondTheBoundAreRefusedWith409() throws {
@@ -573,6 +571,8 @@ extension QueueIntegrationTests {
         XCTAssertEqual(try n1.consume("t2", group: "g").0.status, 200)
     }
 
+    /// `"ids": []` names no message: it redrives nothing (it used to empty the whole DLQ, as if
+    /// `ids` had been left out).
     func testRedriveWithAnEmptyIdListRedrivesNothing() throws {
         let c = try SharedQueueCluster.get()
         let topic = "dlq0-\(UInt32.random(in: 0..<UInt32.max))"

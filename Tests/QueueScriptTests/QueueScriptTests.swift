@@ -543,6 +543,28 @@ final class QueueScriptTests: XCTestCase {
         }
     }
 
+    /// A batch over 100 is split into leases of at most 100; counts and cleanup stay exact.
+    func testLargeBatchesSplitIntoBoundedLeases() throws {
+        _ = try q.ensureGroup("g")
+        for chunk in 0..<3 { try q.produce(messages((chunk * 100)..<(chunk * 100 + 100)), now: t0) }
+        let got = try q.consume("g", now: t0, max: 250)
+        XCTAssertEqual(got.map(\.seq), Array(1...250))
+        let leases = got.map { String($0.receipt.split(separator: ":")[2]) }
+        XCTAssertEqual(Set(leases).count, 3)
+        XCTAssertEqual(leases.filter { $0 == leases[0] }.count, 100)
+        XCTAssertEqual(leases.filter { $0 == leases[249] }.count, 50)
+        XCTAssertEqual(try client.command(["ZCARD", q.keys.group("g").inflight]).int, 3)
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 250)
+        XCTAssertEqual(try q.ack("g", [got[150].receipt]).acked, 1)
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 249)
+        XCTAssertEqual(try q.ack("g", got.map(\.receipt)).acked, 249)
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 0)
+        let g = q.keys.group("g")
+        for key in [g.inflight, g.retry, g.attempts, g.data, q.keys.refs] {
+            XCTAssertEqual(try client.command(["EXISTS", key]).int, 0, key)
+        }
+    }
+
     /// A lease of entries with max_attempts 1 dead-letters them when it times out, keeping
     /// the lease's delivery time as their last delivery.
     func testTimedOutLeaseDeadLettersAtMaxAttempts() throws {

@@ -176,6 +176,39 @@ final class RaftPaperTests: XCTestCase {
         }
     }
 
+    /// Entries committed by a quorum's acknowledgements while the leader's own Ready is still
+    /// outstanding (its write in flight) are handed out by `takeCommittedEntries`, count as
+    /// applied at once (so compaction may cover them before that Ready is advanced), and are
+    /// not handed out again by the next Ready.
+    func testCommittedEntriesAreTakenWhileAReadyIsOutstanding() {
+        let cluster = TestCluster(size: 3)
+        cluster.tickAll(30)
+        guard let id = cluster.leader() else { return XCTFail("no leader") }
+        let leader = cluster[id]
+        guard case .accepted(let index) = leader.propose(bytes("v")) else { return XCTFail("not accepted") }
+        let rd = leader.ready()   // outstanding: not advanced below until the end
+        XCTAssertEqual(rd.entries.last?.index, index)
+        XCTAssertEqual(leader.takeCommittedEntries(), [], "nothing committed yet")
+        // Both followers store and acknowledge; the leader steps the acknowledgements.
+        for message in rd.messages where message.type == .append {
+            cluster[message.to].step(message)
+            for frd in cluster.drain(message.to) {
+                for ack in frd.messages where ack.to == id { leader.step(ack) }
+            }
+        }
+        cluster.queue.removeAll()
+        let taken = leader.takeCommittedEntries()
+        XCTAssertEqual(taken.last?.index, index)
+        XCTAssertEqual(taken.last?.data, bytes("v"))
+        XCTAssertEqual(leader.takeCommittedEntries(), [], "handed out once")
+        leader.compact(upTo: index, snapshotData: bytes("state"))
+        leader.advance(rd)
+        let next = leader.ready()
+        XCTAssertEqual(next.compactedSnapshot?.index, index, "compaction covers entries taken mid-Ready")
+        XCTAssertFalse(next.committedEntries.contains { $0.index <= index }, "not handed out again")
+        leader.advance(next)
+    }
+
     /// §5.4.2 / Figure 8: "Raft never commits log entries from previous terms by counting
     /// replicas. Only log entries from the leader's current term are committed by counting."
     func testPreviousTermEntryNotCommittedByCounting() {

@@ -357,17 +357,21 @@ public final class QueueService: NodeService {
                 // bare XADDs (no script; the stream assigns the sequence numbers).
                 let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
                 let nowBytes = Array(now.utf8)
-                redis.send([Array("MULTI".utf8)]) { _ in }
+                // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
+                // only EXECABORT: the first refusal is the cause to report.
+                var refused: String?
+                let queued: (RedisReply) -> Void = { reply in if refused == nil, let e = reply.errorMessage { refused = e } }
+                redis.send([Array("MULTI".utf8)], queued)
                 for i in indices {
                     let m = input.messages[i]
                     redis.send([QueueService.xadd, log, QueueService.autoSeq, QueueService.fieldID, Array(ids[i].utf8),
                                 QueueService.fieldKey, Array((m.key ?? "").utf8), QueueService.fieldBody, Array(m.body.utf8),
-                                QueueService.fieldMax, Array(String(m.maxAttempts).utf8), QueueService.fieldTS, nowBytes]) { _ in }
+                                QueueService.fieldMax, Array(String(m.maxAttempts).utf8), QueueService.fieldTS, nowBytes], queued)
                 }
                 redis.send([Array("EXEC".utf8)]) { [weak self] reply in
                     guard let self else { return }
                     if let error = reply.errorMessage {
-                        if failure == nil { failure = self.httpError(error) }
+                        if failure == nil { failure = self.httpError(refused ?? error) }
                     } else if let items = reply.array, items.count == indices.count, items.allSatisfy({ !$0.isError }) {
                         stored += items.count
                         notify.append(p)
