@@ -22,11 +22,13 @@ struct BenchQueue: ParsableCommand {
     @Option(help: "Redis for the raw Streams baseline (redis://host:port[/db]); without it the baseline is skipped.") var redis: String?
     @Option(name: .customLong("batch"), help: "Batch sizes to measure (repeatable).") var batches: [Int] = [1, 100]
     @Option(name: .customLong("body-bytes"), help: "Approximate size of each message body.") var bodyBytes: Int = 64
+    @Option(help: "With --redis: alternate Concord and Streams in this many slices of the duration each.") var rounds: Int = 4
 
     func validate() throws {
         for b in batches where !(1...1000).contains(b) { throw ValidationError("--batch must be in [1, 1000]") }
         guard (2...65536).contains(bodyBytes) else { throw ValidationError("--body-bytes must be in [2, 65536]") }
         if let redis, RedisURL(redis) == nil { throw ValidationError("--redis must be redis://host:port[/db], got '\(redis)'") }
+        guard (1...100).contains(rounds) else { throw ValidationError("--rounds must be in [1, 100]") }
     }
 
     func run() throws {
@@ -38,13 +40,18 @@ struct BenchQueue: ParsableCommand {
         var ratios: [(String, Double)] = []
         let redisURL = redis.flatMap(RedisURL.init)
         for batch in batches {
-            let concord = concordRun(opts, batch: batch, body: body, topic: "bench-\(runID)-b\(batch)")
-            results.append(concord)
-            if let redisURL {
-                let raw = streamsRun(opts, batch: batch, body: body, url: redisURL, stream: "concord-bench:\(runID):b\(batch)")
-                results.append(raw)
-                if raw.opsPerSecond > 0 { ratios.append(("ratio_concord_to_streams_batch_\(batch)", concord.opsPerSecond / raw.opsPerSecond)) }
+            let topic = "bench-\(runID)-b\(batch)"
+            guard let redisURL else {
+                results.append(concordRun(opts, batch: batch, body: body, topic: topic, seconds: opts.duration))
+                continue
             }
+            // Alternating slices: both see the same noise of this shared machine.
+            let (concord, raw) = interleaved(rounds: rounds, seconds: opts.duration,
+                { concordRun(opts, batch: batch, body: body, topic: topic, seconds: $0) },
+                { streamsRun(opts, batch: batch, body: body, url: redisURL, stream: "concord-bench:\(runID):b\(batch)", seconds: $0) })
+            results.append(concord)
+            results.append(raw)
+            if raw.opsPerSecond > 0 { ratios.append(("ratio_concord_to_streams_batch_\(batch)", concord.opsPerSecond / raw.opsPerSecond)) }
         }
         printResults(results, ratios: ratios, json: opts.json, extra: [("unit", .string("messages produced+consumed+acked per second; latency per iteration (produce B, consume B, ack)"))])
         if let redisURL {
@@ -56,7 +63,7 @@ struct BenchQueue: ParsableCommand {
     }
 
     /// Concord over HTTP: POST /queue/produce (batch), /queue/consume (max B), /queue/ack.
-    private func concordRun(_ opts: BenchOptions, batch: Int, body: String, topic: String) -> BenchResult {
+    private func concordRun(_ opts: BenchOptions, batch: Int, body: String, topic: String, seconds: Double) -> BenchResult {
         let messages = MessageCounter()
         let produceBody: [UInt8] = {
             let m = "{\"body\":\(body)}"
@@ -70,7 +77,7 @@ struct BenchQueue: ParsableCommand {
         if let c = HTTPClient(url: opts.targets[0]) {
             _ = try? c.post("/queue/consume", json: "{\"topic\":\(topicJSON),\"group\":\"bench\",\"consumer\":\"setup\"}")
         }
-        var result = runLoad(name: "concord queue batch \(batch)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+        var result = runLoad(name: "concord queue batch \(batch)", concurrency: opts.concurrency, seconds: seconds, quiet: opts.json,
                              setup: { opts.client($0) },
                              operation: { client, _ in
             let p = try client.request("POST", "/queue/produce", body: produceBody)
@@ -96,13 +103,13 @@ struct BenchQueue: ParsableCommand {
     }
 
     /// Raw Redis Streams with the same thread model: one blocking RESP connection per thread.
-    private func streamsRun(_ opts: BenchOptions, batch: Int, body: String, url: RedisURL, stream: String) -> BenchResult {
+    private func streamsRun(_ opts: BenchOptions, batch: Int, body: String, url: RedisURL, stream: String, seconds: Double) -> BenchResult {
         let messages = MessageCounter()
         if let c = try? BlockingRESP(url: url) {
             _ = try? c.call(["XGROUP", "CREATE", stream, "bench", "$", "MKSTREAM"])
         }
         let bodyBytes = Array(body.utf8)
-        var result = runLoad(name: "redis streams batch \(batch)", concurrency: opts.concurrency, seconds: opts.duration, quiet: opts.json,
+        var result = runLoad(name: "redis streams batch \(batch)", concurrency: opts.concurrency, seconds: seconds, quiet: opts.json,
                              setup: { worker in (try BlockingRESP(url: url), "c\(worker)") },
                              operation: { state, _ in
             let (conn, consumer) = state
