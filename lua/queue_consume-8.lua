@@ -35,12 +35,15 @@
   ARGV[4]  max             0..1000 (0 only ensures the group)
   ARGV[5]  visibility_ms   1..43200000 (12 h)
 
-  Reply: an array of delivered messages, each an array
-    {receipt, id, body, key, attempt, seq}
+  Reply: an array, in delivery order, of
+    {receipt, id, body, key, attempt, seq}   a redelivery (retry), read here
+    {lease, first_seq, last_seq}             first deliveries of log entries first..last
+                                             (integers) in lease "L<n>": the caller reads
+                                             them with XRANGE log 0-<first> 0-<last>
   receipt = "<partition>:<seq>:<delivery>", delivery counting every delivery of this entry
-  to this group (never reset, unlike attempt, which redrive resets), or "<partition>:<seq>:L<n>"
-  for a first delivery in lease n; only the receipt of the current in-flight delivery is
-  accepted by ack/nack. attempt and seq are integers.
+  to this group (never reset, unlike attempt, which redrive resets); a first delivery's
+  receipt is "<partition>:<seq>:L<n>" (attempt 1). Only the receipt of the current in-flight
+  delivery is accepted by ack/nack. attempt and seq are integers.
   Errors (nothing written): "BADARG <what>".
 ]]
 local rcall = redis.call
@@ -118,35 +121,25 @@ end
 -- 2. New log entries after the cursor, in log order, delivered in leases of at most
 -- LEASE_MAX: a single in-flight member, attempts record and ref per lease instead of one per
 -- message. The bound keeps an ack of one entry cheap (it rewrites its lease's record).
+-- The entries themselves are not read here: sequence numbers are contiguous (XADD 0-*; only
+-- trim deletes, from the head, never past a cursor), so the script reserves the range and the
+-- caller reads it with XRANGE, straight from Redis, without a round through Lua tables.
 local LEASE_MAX = 100
 local room = max - #reply
 if room > 0 then
-  local entries = rcall("XRANGE", K_LOG, "0-" .. (cursor + 1), "+", "COUNT", room)
-  local n = #entries
+  local tail = rcall("XREVRANGE", K_LOG, "+", "-", "COUNT", 1)
+  local last = #tail > 0 and tonumber(string.match(tail[1][1], "^0%-(%d+)$")) or cursor
+  local n = math.min(room, last - cursor)
   if n > 0 then
     local leases = math.floor((n + LEASE_MAX - 1) / LEASE_MAX)
     local last_lease = rcall("HINCRBY", K_META, "lseq", leases)
     local extra = 0
     for l = 1, leases do
       local lease = "L" .. string.format("%d", last_lease - leases + l)
-      local tag = ":" .. lease
+      local first_seq = cursor + (l - 1) * LEASE_MAX + 1
+      local last_seq = math.min(cursor + n, cursor + l * LEASE_MAX)
       local seqs = {}
-      for j = (l - 1) * LEASE_MAX + 1, math.min(n, l * LEASE_MAX) do
-        local entry = entries[j]
-        local seq = string.match(entry[1], "^0%-(%d+)$")
-        local f = entry[2]
-        local id, key, body
-        if f[1] == "id" and f[3] == "key" and f[5] == "body" then
-          -- The order produce and queue_promote write the fields in: no table per entry.
-          id, key, body = f[2], f[4], f[6]
-        else
-          local e = {}
-          for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
-          id, key, body = e.id, e.key or "", e.body
-        end
-        seqs[#seqs + 1] = seq
-        reply[#reply + 1] = {p_text .. ":" .. seq .. tag, id, body, key, 1, tonumber(seq)}
-      end
+      for seq = first_seq, last_seq do seqs[#seqs + 1] = string.format("%d", seq) end
       inflight_args[#inflight_args + 1] = deadline
       inflight_args[#inflight_args + 1] = lease
       attempts_args[#attempts_args + 1] = lease
@@ -154,8 +147,9 @@ if room > 0 then
       refs_args[#refs_args + 1] = seqs[1]
       refs_args[#refs_args + 1] = lease .. ":" .. group
       extra = extra + #seqs - 1
+      reply[#reply + 1] = {lease, first_seq, last_seq}
     end
-    rcall("HSET", K_GROUPS, group, string.match(entries[n][1], "^0%-(%d+)$"))
+    rcall("HSET", K_GROUPS, group, string.format("%d", cursor + n))
     if extra > 0 then rcall("HINCRBY", K_ATTEMPTS, "#", extra) end
   end
 end

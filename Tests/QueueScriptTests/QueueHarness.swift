@@ -1,3 +1,4 @@
+import XCTest
 // Key layout, script loading (SCRIPT LOAD + EVALSHA, reload on NOSCRIPT) and typed
 // wrappers over the queue scripts in lua/, as the node will call them.
 import Foundation
@@ -155,7 +156,31 @@ struct Queue {
         let reply = try check(raw("queue_consume-8.lua", keys: consumeKeys(group),
                                   args: [String(now), group, String(partition), String(max), String(visibilityMs)]),
                               "consume")
-        return (reply.array ?? []).map { Queue.delivery($0) }
+        return try deliveries(reply)
+    }
+
+    /// A consume reply as deliveries: redeliveries as they are; a lease's range of first
+    /// deliveries read with XRANGE, as the node does.
+    func deliveries(_ reply: RESP) throws -> [Delivery] {
+        var out: [Delivery] = []
+        for item in reply.array ?? [] {
+            let a = item.array!
+            if a.count == 6 { out.append(Queue.delivery(item)); continue }
+            XCTAssertEqual(a.count, 3, "lease range {lease, first, last}")
+            let lease = a[0].string!, first = a[1].int!, last = a[2].int!
+            let entries = try client.command(["XRANGE", keys.log, "0-\(first)", "0-\(last)"]).array ?? []
+            XCTAssertEqual(entries.count, last - first + 1, "the reserved range is contiguous")
+            for e in entries {
+                let pair = e.array!
+                let seq = Int(pair[0].string!.dropFirst(2))!
+                let f = pair[1].array!.map { $0.string! }
+                var fields: [String: String] = [:]
+                for i in stride(from: 0, to: f.count - 1, by: 2) { fields[f[i]] = f[i + 1] }
+                out.append(Delivery(receipt: "\(partition):\(seq):\(lease)", id: fields["id"]!, body: fields["body"]!,
+                                    key: fields["key"] ?? "", attempt: 1, seq: seq))
+            }
+        }
+        return out
     }
 
     static func delivery(_ r: RESP) -> Delivery {

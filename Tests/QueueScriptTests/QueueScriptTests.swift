@@ -171,7 +171,7 @@ final class QueueScriptTests: XCTestCase {
         try b.send([call, call])
         var seen: [Int] = []
         for c in [a, b, a, b] {
-            seen += (try c.readReply().array ?? []).map { Queue.delivery($0).seq }
+            seen += try q.deliveries(try c.readReply()).map(\.seq)
         }
         XCTAssertEqual(seen.count, 20)
         XCTAssertEqual(Set(seen).count, 20, "no entry handed out twice")

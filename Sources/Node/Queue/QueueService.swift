@@ -637,10 +637,12 @@ public final class QueueService: NodeService {
     }
 
     /// Consumes from the partitions in order, one script call at a time, until `max` messages
-    /// are in hand or every partition was tried.
+    /// are in hand or every partition was tried. The script hands out redeliveries whole and
+    /// reserves first deliveries as lease ranges, which are then read straight from the log.
     ///
     ///     EVALSHA queue_consume 8 P:log P:meta P:groups P:refs G:inflight G:retry G:attempts G:data
     ///             now_ms group partition max visibility_ms
+    ///     XRANGE P:log 0-<first> 0-<last>       (each lease range in the reply)
     func pass(topic: String, group: String, order: [Int], max: Int, visibilityMs: Int64, _ done: @escaping (Result<[Delivered], HTTPError>) -> Void) {
         var collected: [Delivered] = []
         var index = 0
@@ -671,17 +673,70 @@ public final class QueueService: NodeService {
                     step()
                     return
                 }
-                let items = reply.array ?? []
-                if items.count < wanted { self.noteDrained(topic, group, partition: p, asOf: seqAtStart) }
-                for item in items {
-                    guard let f = item.array, f.count >= 5, let receipt = f[0].string, let id = f[1].string,
-                          let body = f[2].string, let attempt = f[4].integer else { continue }
-                    collected.append(Delivered(partition: p, receipt: receipt, id: id, body: body.isEmpty ? "null" : body, key: f[3].string ?? "", attempt: attempt))
+                // Redeliveries come whole; first deliveries as lease ranges, read with XRANGE.
+                var got = 0
+                var parts: [[Delivered]] = []
+                var ranges: [(slot: Int, lease: String, first: Int64, last: Int64)] = []
+                for item in reply.array ?? [] {
+                    guard let f = item.array else { continue }
+                    if f.count == 3, let lease = f[0].string, let first = f[1].integer, let last = f[2].integer, first <= last {
+                        ranges.append((parts.count, lease, first, last))
+                        parts.append([])
+                        got += Int(last - first + 1)
+                    } else if f.count >= 5, let receipt = f[0].string, let id = f[1].string, let body = f[2].string, let attempt = f[4].integer {
+                        parts.append([Delivered(partition: p, receipt: receipt, id: id, body: body.isEmpty ? "null" : body, key: f[3].string ?? "", attempt: attempt)])
+                        got += 1
+                    }
                 }
-                step()
+                if got < wanted { self.noteDrained(topic, group, partition: p, asOf: seqAtStart) }
+                var pending = ranges.count
+                var readError: String?
+                let finish = {
+                    for part in parts { collected += part }
+                    if let readError, collected.isEmpty { done(.failure(self.httpError(readError))); return }
+                    if readError != nil { index = order.count }
+                    step()
+                }
+                if pending == 0 { finish(); return }
+                for r in ranges {
+                    // XRANGE P:log 0-<first> 0-<last>
+                    self.redis.send(["XRANGE", pk.log, "0-\(r.first)", "0-\(r.last)"]) { reply in
+                        if let error = reply.errorMessage {
+                            // The lease stays in flight and comes back after its visibility timeout.
+                            if readError == nil { readError = error }
+                        } else {
+                            parts[r.slot] = QueueService.leaseDeliveries(reply, partition: p, lease: r.lease)
+                        }
+                        pending -= 1
+                        if pending == 0 { finish() }
+                    }
+                }
             }
         }
         step()
+    }
+
+    /// XRANGE entries `[["0-<seq>", [field, value, ...]], ...]` as first deliveries of a lease.
+    static func leaseDeliveries(_ reply: RedisReply, partition p: Int, lease: String) -> [Delivered] {
+        var out: [Delivered] = []
+        for entry in reply.array ?? [] {
+            guard let pair = entry.array, pair.count == 2, let entryID = pair[0].string, entryID.hasPrefix("0-"),
+                  let fields = pair[1].array else { continue }
+            let seq = entryID.dropFirst(2)
+            var id = "", key = "", body = ""
+            var i = 0
+            while i + 1 < fields.count {
+                switch fields[i].string {
+                case "id": id = fields[i + 1].string ?? ""
+                case "key": key = fields[i + 1].string ?? ""
+                case "body": body = fields[i + 1].string ?? ""
+                default: break
+                }
+                i += 2
+            }
+            out.append(Delivered(partition: p, receipt: "\(p):\(seq):\(lease)", id: id, body: body.isEmpty ? "null" : body, key: key, attempt: 1))
+        }
+        return out
     }
 
     /// `{"messages": [{"id", "receipt", "body", "key", "partition", "attempt"}]}`; bodies are
