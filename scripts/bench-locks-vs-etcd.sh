@@ -38,5 +38,10 @@ TARGETS="--target http://127.0.0.1:18001 --target http://127.0.0.1:18002 --targe
 ETCD="--etcd http://127.0.0.1:23791 --etcd http://127.0.0.1:23792 --etcd http://127.0.0.1:23793"
 echo "== $CONC clients, ${DURATION}s each =="
 $BIN bench locks $TARGETS $ETCD --concurrency "$CONC" --duration "$DURATION"
-echo "== 1 client (latency) =="
-$BIN bench locks $TARGETS $ETCD --concurrency 1 --duration "$DURATION" --mode uncontended
+# One client: at the Raft leader (no forwarding hop), then at a follower (forwarded over the bus).
+LEADER_URL=$(curl -fs http://127.0.0.1:18001/status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(next(m["advertise"] for m in s["members"] if m["id"] == s["leader"]))')
+FOLLOWER_URL=$(for p in 18001 18002 18003; do [ "http://127.0.0.1:$p" != "$LEADER_URL" ] && echo "http://127.0.0.1:$p" && break; done)
+echo "== 1 client (latency) at the leader $LEADER_URL =="
+$BIN bench locks --target "$LEADER_URL" $ETCD --concurrency 1 --duration "$DURATION" --mode uncontended
+echo "== 1 client (latency) at a follower $FOLLOWER_URL =="
+$BIN bench locks --target "$FOLLOWER_URL" --concurrency 1 --duration "$DURATION" --mode uncontended
