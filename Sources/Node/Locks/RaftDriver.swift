@@ -201,13 +201,14 @@ final class RaftDriver {
 
     // MARK: the Ready loop
 
-    /// One Ready at a time: a Ready that must be persisted is written (and its messages
-    /// published) by one script, and only when Redis answers OK is it `advance`d — the core
-    /// treats `advance` as "durable" and counts its own entries only then. Proposals arriving
-    /// meanwhile batch into the next Ready (group commit).
     /// Entries were applied by `applyCommitted` since the last `advance`.
     private var appliedSinceAdvance = false
 
+    /// One Ready at a time: a Ready that must be persisted is written (and its messages
+    /// published) by one script, and only when Redis answers OK is it `advance`d — the core
+    /// treats `advance` as "durable" and counts its own entries only then. Proposals arriving
+    /// meanwhile batch into the next Ready (group commit); entries a quorum commits meanwhile
+    /// are applied at once (`applyCommitted`).
     private func process() {
         if let raft, persistInFlight { applyCommitted(raft) }
         var rounds = 0
