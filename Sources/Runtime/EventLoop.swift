@@ -26,6 +26,11 @@ private let timerTrampoline: @convention(c) (Int32, Int16, UnsafeMutableRawPoint
     timer.fire()
 }
 
+private let soonTrampoline: @convention(c) (Int32, Int16, UnsafeMutableRawPointer?) -> Void = { _, _, arg in
+    guard let arg else { return }
+    Unmanaged<EventLoop>.fromOpaque(arg).takeUnretainedValue().runSoon()
+}
+
 private let pthreadsOnce: Void = {
     _ = evthread_use_pthreads()
 }()
@@ -33,6 +38,11 @@ private let pthreadsOnce: Void = {
 public final class EventLoop {
     public let base: OpaquePointer
     private var stopped = false
+    /// `soon`: closures to run once the callbacks already active in this iteration are done.
+    private var soonEvent: OpaquePointer?
+    private var soonQueue: [() -> Void] = []
+    private var soonActive = false
+    private var soonRunning = false
 
     public init() {
         _ = pthreadsOnce
@@ -43,9 +53,43 @@ public final class EventLoop {
         guard let base = (config.flatMap { event_base_new_with_config($0) }) ?? event_base_new() else { fatalError("event_base_new failed") }
         if let config { event_config_free(config) }
         self.base = base
+        soonEvent = event_new(base, -1, 0, soonTrampoline, Unmanaged.passUnretained(self).toOpaque())
     }
 
-    deinit { event_base_free(base) }
+    deinit {
+        if let soonEvent { event_free(soonEvent) }
+        event_base_free(base)
+    }
+
+    /// Runs `body` later in this same loop iteration: after the callbacks that are already
+    /// active (everything the last poll reported), before the loop waits again. Work scheduled
+    /// from several callbacks of one iteration is thereby batched without costing another
+    /// trip through epoll, as a zero timeout (`after(ms: 0)`) would. Closures scheduled while
+    /// the queue runs run in a later pass.
+    public func soon(_ body: @escaping () -> Void) {
+        soonQueue.append(body)
+        guard !soonActive, !soonRunning, let soonEvent else { return }
+        soonActive = true
+        event_active(soonEvent, Int32(EV_TIMEOUT), 0)
+    }
+
+    fileprivate func runSoon() {
+        soonActive = false
+        soonRunning = true
+        let queue = soonQueue
+        soonQueue.removeAll(keepingCapacity: true)
+        for body in queue { body() }
+        soonRunning = false
+        // Scheduled by the queue itself: after the next poll, so a closure that keeps
+        // rescheduling cannot starve I/O.
+        if !soonQueue.isEmpty, !soonActive {
+            soonActive = true
+            after(ms: 0) { [weak self] in
+                guard let self, let event = self.soonEvent else { return }
+                event_active(event, Int32(EV_TIMEOUT), 0)
+            }
+        }
+    }
 
     /// Runs the loop until `stop()` (or `LoopHandle.stop()`).
     public func run() {

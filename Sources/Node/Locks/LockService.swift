@@ -196,7 +196,7 @@ public final class LockService: NodeService {
         // Forwards gathered in one loop iteration travel to the leader in one message.
         forwardQueue.append((command, tag, deadline))
         if forwardQueue.count == 1 {
-            node.loop.after(ms: 0) { [weak self] in self?.flushForwards(to: leader) }
+            node.loop.soon { [weak self] in self?.flushForwards(to: leader) }
         }
     }
 
@@ -205,7 +205,7 @@ public final class LockService: NodeService {
     private func flushForwards(to leader: String) {
         let batch = forwardQueue.prefix(LockService.maxForwardBatch)
         forwardQueue.removeFirst(batch.count)
-        if !forwardQueue.isEmpty { node.loop.after(ms: 0) { [weak self] in self?.flushForwards(to: leader) } }
+        if !forwardQueue.isEmpty { node.loop.soon { [weak self] in self?.flushForwards(to: leader) } }
         guard !batch.isEmpty else { return }
         var payload: [UInt8] = [0x4C, UInt8(batch.count >> 8), UInt8(batch.count & 0xFF)]
         for item in batch {

@@ -187,12 +187,12 @@ final class RaftDriver {
         scheduleProcess()
     }
 
-    /// Runs the Ready loop on the next loop iteration, so everything that arrived in this one
-    /// (proposals, messages) goes out in one batch: group commit.
+    /// Runs the Ready loop once the callbacks of this loop iteration are done, so everything
+    /// that arrived in it (proposals, messages) goes out in one batch: group commit.
     func scheduleProcess() {
         guard !processScheduled else { return }
         processScheduled = true
-        node.loop.after(ms: 0) { [weak self] in
+        node.loop.soon { [weak self] in
             guard let self else { return }
             self.processScheduled = false
             self.process()

@@ -1,0 +1,38 @@
+import XCTest
+@testable import Runtime
+
+final class EventLoopTests: XCTestCase {
+    /// `soon` runs after the callbacks already active in this iteration, before the loop waits
+    /// again, in order; work it schedules while running goes to a later pass, so a closure
+    /// that keeps rescheduling itself cannot starve timers (or I/O).
+    func testSoonRunsInOrderWithinTheIterationAndCannotStarveTheLoop() {
+        let loop = EventLoop()
+        var order: [String] = []
+        loop.after(ms: 0) {
+            loop.soon { order.append("soon 1") }
+            loop.soon { order.append("soon 2") }
+            order.append("timer")
+        }
+        var spins = 0
+        var timerFired = false
+        loop.after(ms: 20) {
+            // A closure that reschedules itself forever: the 30 ms timer must still fire.
+            func spin() {
+                spins += 1
+                if !timerFired && spins < 10_000_000 { loop.soon(spin) }  // bounded: a failure must not hang
+            }
+            loop.soon(spin)
+        }
+        loop.after(ms: 50) {
+            timerFired = true
+            loop.after(ms: 5) { loop.stop() }
+        }
+        let watchdog = loop.after(ms: 5000) { loop.stop() }
+        loop.run()
+        watchdog.cancel()
+        XCTAssertEqual(order, ["timer", "soon 1", "soon 2"])
+        XCTAssertTrue(timerFired, "a rescheduling closure starved the loop")
+        XCTAssertGreaterThan(spins, 1)
+        XCTAssertLessThan(spins, 10_000_000, "the timer fired only once the spinning stopped by itself")
+    }
+}
