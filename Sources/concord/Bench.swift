@@ -106,12 +106,23 @@ func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool
 
 /// Drives `connections` keep-alive connections from one event loop (the shape of
 /// redis-benchmark and wrk) and returns the result with an HDR histogram of latencies.
+///
+/// `pairLatency` (one connection only): each two consecutive requests are one operation whose
+/// latency is their sum (an acquire and its release).
 func runEvented(name: String, targets: [(host: String, port: Int)], connections: Int, seconds: Double, quiet: Bool, framing: LoadDriver.Framing,
                 request: @escaping (Int, UInt64) -> [UInt8], validate: @escaping ([UInt8]) -> Bool,
-                onResponse: ((Int, [UInt8]) -> Void)? = nil) -> BenchResult {
+                onResponse: ((Int, [UInt8]) -> Void)? = nil, pairLatency: Bool = false) -> BenchResult {
+    precondition(!pairLatency || connections == 1, "pair latency needs one connection")
     var hist = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var firstOfPair: Int64?
     let driver = LoadDriver(targets: targets, framing: framing, request: request, validate: validate, record: { micros in
-        _ = hist.record(UInt64(max(1, micros)))
+        guard pairLatency else { _ = hist.record(UInt64(max(1, micros))); return }
+        if let first = firstOfPair {
+            _ = hist.record(UInt64(max(1, first + micros)))
+            firstOfPair = nil
+        } else {
+            firstOfPair = micros
+        }
     }, onResponse: onResponse)
     var last: UInt64 = 0
     let start = Date()
@@ -121,7 +132,7 @@ func runEvented(name: String, targets: [(host: String, port: Int)], connections:
     })
     if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
     if let e = outcome.firstError, outcome.errors > 0 { FileHandle.standardError.write(Data("[\(name)] first error: \(e)\n".utf8)) }
-    return BenchResult(name: name, ops: outcome.ops, errors: outcome.errors, seconds: outcome.seconds, histogram: hist)
+    return BenchResult(name: name, ops: pairLatency ? outcome.ops / 2 : outcome.ops, errors: outcome.errors, seconds: outcome.seconds, histogram: hist)
 }
 
 /// Runs `a` and `b` alternately for `rounds` slices of `seconds / rounds` each and merges each

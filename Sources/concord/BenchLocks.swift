@@ -76,21 +76,11 @@ struct BenchLocks: ParsableCommand {
 }
 
 extension BenchLocks {
-    /// Concord: one client times whole acquire+release pairs (the latency goal, threaded
-    /// runner); more use the event-driven driver, so the load generator leaves the cores to
-    /// the servers; each connection alternates acquire and release, ops are pairs.
+    /// Concord on the event-driven driver (prebuilt requests, so the load generator leaves the
+    /// cores to the servers); each connection alternates acquire and release, ops are pairs.
+    /// One client times whole acquire+release pairs (the latency goal).
     func concordLoad(_ m: String, contended: Bool, runID: String, seconds: Double) -> BenchResult {
         let opts = options
-        if opts.concurrency == 1 {
-            return runLoad(name: "concord \(m) (pair latency)", concurrency: 1, seconds: seconds, quiet: opts.json,
-                           setup: { opts.client($0) },
-                           operation: { client, _ in
-                let resource = contended ? "bench-\(runID)-hot" : "bench-\(runID)-solo"
-                let body: JSONValue = .object([("resource", .string(resource)), ("owner", .string("o-solo")), ("ttl_ms", .int(10_000)), ("wait_ms", .int(contended ? 10_000 : 0))])
-                guard try client.post("/lock/acquire", body).status == 200 else { return false }
-                return try client.post("/lock/release", .object([("resource", .string(resource)), ("owner", .string("o-solo"))])).status == 200
-            })
-        }
         let targets = opts.targets.map(hostPort)
         let requests: [[[UInt8]]] = (0..<opts.concurrency).map { conn in
             let t = targets[conn % targets.count]
@@ -100,6 +90,10 @@ extension BenchLocks {
             return [LoadDriver.http("POST", "/lock/acquire", host: "\(t.host):\(t.port)", body: acquire.bytes),
                     LoadDriver.http("POST", "/lock/release", host: "\(t.host):\(t.port)", body: release.bytes)]
         }
+        if opts.concurrency == 1 {
+            return runEvented(name: "concord \(m) (pair latency)", targets: targets, connections: 1, seconds: seconds, quiet: opts.json,
+                              framing: .http, request: { conn, seq in requests[conn][Int(seq % 2)] }, validate: httpOK, pairLatency: true)
+        }
         return pairs(runEvented(name: "concord \(m)", targets: targets, connections: opts.concurrency, seconds: seconds, quiet: opts.json,
                                 framing: .http, request: { conn, seq in requests[conn][Int(seq % 2)] }, validate: httpOK))
     }
@@ -108,16 +102,10 @@ extension BenchLocks {
     func etcdLoad(_ m: String, contended: Bool, runID: String, urls: [String], seconds: Double) -> BenchResult {
         var opts = options
         opts.duration = seconds
-        if opts.concurrency == 1 {
-            return runLoad(name: "etcd \(m) (pair latency)", concurrency: 1, seconds: seconds, quiet: opts.json,
-                           setup: { try EtcdLockClient(url: urls[$0 % urls.count]) },
-                           operation: { client, _ in
-                let name = contended ? "bench-\(runID)-hot" : "bench-\(runID)-\(client.lease)"
-                guard let key = try client.lock(name) else { return false }
-                return try client.unlock(key)
-            })
-        }
         do {
+            if opts.concurrency == 1 {
+                return try etcdEvented(m, contended: contended, runID: runID, urls: urls, opts: opts, pairLatency: true)
+            }
             return pairs(try etcdEvented(m, contended: contended, runID: runID, urls: urls, opts: opts))
         } catch {
             FileHandle.standardError.write(Data("etcd \(m): \(error)\n".utf8))
@@ -137,13 +125,13 @@ func pairs(_ r: BenchResult) -> BenchResult {
 
 /// etcd's lock workload on the event-driven driver: a lease per connection (granted up front),
 /// then lock / unlock alternating, the key from each lock answer fed to the next unlock.
-func etcdEvented(_ mode: String, contended: Bool, runID: String, urls: [String], opts: BenchOptions) throws -> BenchResult {
+func etcdEvented(_ mode: String, contended: Bool, runID: String, urls: [String], opts: BenchOptions, pairLatency: Bool = false) throws -> BenchResult {
     let targets = urls.map(hostPort)
     let clients = try (0..<opts.concurrency).map { try EtcdLockClient(url: urls[$0 % urls.count]) }
     let leases = clients.map(\.lease)
     final class Keys { var key: [String]; init(_ n: Int) { key = Array(repeating: "", count: n) } }
     let keys = Keys(opts.concurrency)
-    return runEvented(name: "etcd \(mode)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json, framing: .http,
+    return runEvented(name: pairLatency ? "etcd \(mode) (pair latency)" : "etcd \(mode)", targets: targets, connections: opts.concurrency, seconds: opts.duration, quiet: opts.json, framing: .http,
                       request: { conn, seq in
         let t = targets[conn % targets.count]
         let host = "\(t.host):\(t.port)"
@@ -155,7 +143,7 @@ func etcdEvented(_ mode: String, contended: Bool, runID: String, urls: [String],
         return LoadDriver.http("POST", "/v3/lock/unlock", host: host, body: JSONValue.object([("key", .string(keys.key[conn]))]).bytes)
     }, validate: httpOK, onResponse: { conn, response in
         if let key = (try? JSONParser.parse(LoadDriver.httpBody(response)))?["key"]?.stringValue { keys.key[conn] = key }
-    })
+    }, pairLatency: pairLatency)
 }
 
 // MARK: - `concord bench failover`: SIGKILL the leader under load; time to the next grant
