@@ -284,6 +284,10 @@ public final class HTTPRequest {
         deadlineTimer = nil
         if let out = evhttp_request_get_output_headers(raw) {
             evhttp_add_header(out, "Content-Type", contentType)
+            // Given here, evhttp does not format them itself (snprintf, gmtime + strftime) on
+            // every reply: Content-Length from the count, Date from a per-second cache.
+            evhttp_add_header(out, "Content-Length", String(bytes.count))
+            evhttp_add_header(out, "Date", HTTPRequest.dateHeader())
             for (k, v) in headers { evhttp_add_header(out, k, v) }
         }
         if let buffer = evhttp_request_get_output_buffer(raw), !bytes.isEmpty, method != .HEAD {
@@ -292,6 +296,23 @@ public final class HTTPRequest {
         evhttp_send_reply(raw, Int32(status), HTTPRequest.reason(status), nil)
         self.raw = nil
         server?.finished(self)
+    }
+
+    nonisolated(unsafe) private static var dateSecond = 0
+    nonisolated(unsafe) private static var dateText = ""
+
+    /// RFC 1123 date of the current second (`Wed, 25 Nov 2026 19:41:00 GMT`); loop thread only.
+    static func dateHeader() -> String {
+        var now = time(nil)
+        if now != dateSecond || dateText.isEmpty {
+            var parts = tm()
+            gmtime_r(&now, &parts)
+            var buffer = [CChar](repeating: 0, count: 64)
+            let n = strftime(&buffer, buffer.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+            dateText = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            dateSecond = now
+        }
+        return dateText
     }
 
     static func reason(_ status: Int) -> String {
