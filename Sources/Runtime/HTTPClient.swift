@@ -133,15 +133,7 @@ public final class HTTPClient {
             try fill(allowStale: first && buffer.isEmpty)
             first = false
         }
-        let headText = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
-        var lines = headText.components(separatedBy: "\r\n")
-        let statusLine = lines.removeFirst().split(separator: " ")
-        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw RuntimeError("bad status line") }
-        var headers: [String: String] = [:]
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
+        guard let (status, headers) = HTTPClient.parseHead(buffer[0..<headerEnd!]) else { throw RuntimeError("bad status line") }
         buffer.removeFirst(headerEnd! + 4)
         var body: [UInt8] = []
         if method == "HEAD" {
@@ -179,6 +171,44 @@ public final class HTTPClient {
             buffer.removeFirst(size + 2)
             if size == 0 { return body }
         }
+    }
+
+    /// Status and headers (names lowercased, values trimmed) of a response head, parsed on
+    /// bytes: the load generator reads every response through this.
+    static func parseHead(_ head: ArraySlice<UInt8>) -> (Int, [String: String])? {
+        let bytes = Array(head)
+        var lines: [Range<Int>] = []
+        var start = 0
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == 13 && i + 1 < bytes.count && bytes[i + 1] == 10 {
+                lines.append(start..<i)
+                i += 2
+                start = i
+            } else {
+                i += 1
+            }
+        }
+        if start < bytes.count { lines.append(start..<bytes.count) }
+        // "HTTP/1.1 200 OK"
+        guard let statusLine = lines.first, let space = bytes[statusLine].firstIndex(of: 0x20),
+              space + 4 <= statusLine.upperBound else { return nil }
+        var status = 0
+        for j in (space + 1)..<(space + 4) {
+            let c = bytes[j]
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            status = status * 10 + Int(c - 0x30)
+        }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = bytes[line].firstIndex(of: 0x3A) else { continue }
+            let name = bytes[line.lowerBound..<colon].map { ($0 >= 0x41 && $0 <= 0x5A) ? $0 + 32 : $0 }
+            var from = colon + 1, to = line.upperBound
+            while from < to && (bytes[from] == 0x20 || bytes[from] == 0x09) { from += 1 }
+            while to > from && (bytes[to - 1] == 0x20 || bytes[to - 1] == 0x09) { to -= 1 }
+            headers[String(decoding: name, as: UTF8.self)] = String(decoding: bytes[from..<to], as: UTF8.self)
+        }
+        return (status, headers)
     }
 
     private func findCRLFCRLF() -> Int? {

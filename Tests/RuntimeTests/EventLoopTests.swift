@@ -36,3 +36,17 @@ final class EventLoopTests: XCTestCase {
         XCTAssertLessThan(spins, 10_000_000, "the timer fired only once the spinning stopped by itself")
     }
 }
+
+final class HTTPClientHeadTests: XCTestCase {
+    func testResponseHeadsParseOnBytes() {
+        func parse(_ text: String) -> (Int, [String: String])? { HTTPClient.parseHead(ArraySlice(Array(text.utf8))) }
+        let ok = parse("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:  27 \r\nX-Odd:\r\nRetry-After:\t1")
+        XCTAssertEqual(ok?.0, 200)
+        XCTAssertEqual(ok?.1, ["content-type": "application/json", "content-length": "27", "x-odd": "", "retry-after": "1"])
+        XCTAssertEqual(parse("HTTP/1.1 503")?.0, 503, "no reason phrase")
+        XCTAssertEqual(parse("HTTP/1.1 404 Not Found\r\nnonsense line\r\n")?.1, [:])
+        for bad in ["", "HTTP/1.1", "HTTP/1.1 20", "HTTP/1.1 2x0 OK", "garbage"] {
+            XCTAssertNil(parse(bad), bad)
+        }
+    }
+}
