@@ -51,12 +51,34 @@ final class Counters: @unchecked Sendable {
 func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool,
                     setup: @escaping @Sendable (Int) throws -> State,
                     operation: @escaping @Sendable (inout State, UInt64) throws -> Bool) -> BenchResult {
+    runThreads(name: name, concurrency: concurrency, seconds: seconds, quiet: quiet, setup: setup, prepare: nil,
+               operation: { state, _, i in try operation(&state, i) })
+}
+
+/// Like `runLoad`, but each iteration first runs `prepare` (not timed), then times `operation`;
+/// ops/s is over the timed part only.
+func runMeasured<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool,
+                        setup: @escaping @Sendable (Int) throws -> State,
+                        prepare: @escaping @Sendable (inout State, Int) throws -> Void,
+                        operation: @escaping @Sendable (inout State, Int, UInt64) throws -> Bool) -> BenchResult {
+    runThreads(name: name, concurrency: concurrency, seconds: seconds, quiet: quiet, setup: setup, prepare: prepare, operation: operation)
+}
+
+/// The threaded runner behind both: `concurrency` threads loop until `seconds` pass. Without
+/// `prepare`, every iteration is timed (an error's back-off too) and progress prints each
+/// second; with it, only successful operations are timed and seconds are the busiest
+/// thread's timed total.
+private func runThreads<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool,
+                               setup: @escaping @Sendable (Int) throws -> State,
+                               prepare: (@Sendable (inout State, Int) throws -> Void)?,
+                               operation: @escaping @Sendable (inout State, Int, UInt64) throws -> Bool) -> BenchResult {
     let counters = Counters()
     let start = Date()
     let deadline = start.addingTimeInterval(seconds)
     let group = DispatchGroup()
     let histLock = NSLock()
     nonisolated(unsafe) var merged = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    nonisolated(unsafe) var busySeconds = 0.0
     for worker in 0..<concurrency {
         group.enter()
         let thread = Thread {
@@ -69,26 +91,34 @@ func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool
             var i: UInt64 = 0
             var localOps: UInt64 = 0, localErrors: UInt64 = 0
             var firstError: String?
+            var measured: Int64 = 0
             while Date() < deadline {
-                let t0 = EventLoop.monoMicros()
+                var t0 = EventLoop.monoMicros()
                 do {
-                    if try operation(&state, i) { localOps += 1 } else { localErrors += 1 }
+                    if let prepare { try prepare(&state, worker); t0 = EventLoop.monoMicros() }
+                    let ok = try operation(&state, worker, i)
+                    if prepare != nil {
+                        let took = max(1, EventLoop.monoMicros() - t0)
+                        measured += took
+                        _ = hist.record(UInt64(took))
+                    }
+                    if ok { localOps += 1 } else { localErrors += 1 }
                 } catch {
                     localErrors += 1
                     if firstError == nil { firstError = "\(error)" }
                     usleep(10_000)
                 }
-                _ = hist.record(UInt64(max(1, EventLoop.monoMicros() - t0)))
+                if prepare == nil { _ = hist.record(UInt64(max(1, EventLoop.monoMicros() - t0))) }
                 i += 1
                 if i % 64 == 0 { counters.add(ops: localOps, errors: localErrors, error: firstError); localOps = 0; localErrors = 0 }
             }
             counters.add(ops: localOps, errors: localErrors, error: firstError)
-            histLock.lock(); merged.add(hist); histLock.unlock()
+            histLock.lock(); merged.add(hist); busySeconds = max(busySeconds, Double(measured) / 1e6); histLock.unlock()
         }
         thread.stackSize = 1 << 20
         thread.start()
     }
-    if !quiet {
+    if !quiet && prepare == nil {
         var last: UInt64 = 0
         while group.wait(timeout: .now() + 1) == .timedOut {
             let (ops, errors, _) = counters.snapshot
@@ -97,11 +127,13 @@ func runLoad<State>(name: String, concurrency: Int, seconds: Double, quiet: Bool
         }
         FileHandle.standardError.write(Data("\n".utf8))
     } else {
+        if !quiet { FileHandle.standardError.write(Data("[\(name)] running \(String(format: "%.0f", seconds)) s...\n".utf8)) }
         group.wait()
     }
     let (ops, errors, firstError) = counters.snapshot
     if let firstError, errors > 0 { FileHandle.standardError.write(Data("[\(name)] first error: \(firstError)\n".utf8)) }
-    return BenchResult(name: name, ops: ops, errors: errors, seconds: Date().timeIntervalSince(start), histogram: merged)
+    let elapsed = Date().timeIntervalSince(start)
+    return BenchResult(name: name, ops: ops, errors: errors, seconds: prepare != nil && busySeconds > 0 ? busySeconds : elapsed, histogram: merged)
 }
 
 /// Drives `connections` keep-alive connections from one event loop (the shape of

@@ -14,20 +14,8 @@ import Runtime
 
 enum CacheKeys {
     /// `%` -> `%25`, `{` -> `%7B`, `}` -> `%7D`; everything else verbatim.
-    static func escape(_ key: String) -> String {
-        guard key.utf8.contains(where: { $0 == 0x25 || $0 == 0x7B || $0 == 0x7D }) else { return key }
-        var out = ""
-        out.reserveCapacity(key.utf8.count + 8)
-        for ch in key.unicodeScalars {
-            switch ch {
-            case "%": out += "%25"
-            case "{": out += "%7B"
-            case "}": out += "%7D"
-            default: out.unicodeScalars.append(ch)
-            }
-        }
-        return out
-    }
+    static func escape(_ key: String) -> String { keyEscape(key, escaping: specials) }
+    private static let specials: Set<UInt8> = [UInt8(ascii: "%"), UInt8(ascii: "{"), UInt8(ascii: "}")]
 
     static func value(cluster: String, key: String) -> String { "concord:\(cluster):cache:{\(escape(key))}:value" }
     static func dir(cluster: String, key: String) -> String { "concord:\(cluster):cache:{\(escape(key))}:dir" }

@@ -346,13 +346,7 @@ public final class CacheService: NodeService {
                 // Our older copy is superseded by our own write.
                 self.store.remove(key)
             }
-            var holders: [(String, Int64, Bool)] = []
-            let list = items[1].array ?? []
-            var i = 0
-            while i + 1 < list.count {
-                if let h = list[i].string, let lease = list[i + 1].integer { holders.append((h, lease, false)) }
-                i += 2
-            }
+            let holders = CacheService.holders(items[1], withFlush: false)
             let answer = { [unowned self] in
                 let current = self.store.peek(key).flatMap { $0.line.version == version ? $0.line.state.rawValue : nil } ?? "I"
                 request.respond(200, .object([("key", .string(key)), ("version", .int(version)), ("state", .string(current))]))
@@ -413,13 +407,7 @@ public final class CacheService: NodeService {
                 request.fail(HTTPError.unavailable("redis: \(reply.errorMessage ?? "unexpected reply to cache_invalidate")"))
                 return
             }
-            var holders: [(String, Int64, Bool)] = []
-            let list = items[1].array ?? []
-            var i = 0
-            while i + 2 < list.count {
-                if let h = list[i].string, let lease = list[i + 1].integer { holders.append((h, lease, list[i + 2].integer == 1)) }
-                i += 3
-            }
+            let holders = CacheService.holders(items[1], withFlush: true)
             let message = CacheBusMessage(op: .invalidate, key: key, version: UInt64(max(0, v)), flush: true)
             self.sendAll(holders, message, waitLeases: true) {
                 request.respond(200, .object([("key", .string(key)), ("invalidated", .bool(true))]))
@@ -434,13 +422,7 @@ public final class CacheService: NodeService {
                 request.fail(HTTPError.unavailable("redis: \(reply.errorMessage ?? "unexpected reply to cache_delete")"))
                 return
             }
-            var holders: [(String, Int64, Bool)] = []
-            let list = items[2].array ?? []
-            var i = 0
-            while i + 1 < list.count {
-                if let h = list[i].string, let lease = list[i + 1].integer { holders.append((h, lease, false)) }
-                i += 2
-            }
+            let holders = CacheService.holders(items[2], withFlush: false)
             self.sendAll(holders, CacheBusMessage(op: .delete, key: key, version: UInt64(max(0, v))), waitLeases: true) {
                 if existed == 1 {
                     request.respond(200, .object([("key", .string(key)), ("deleted", .bool(true))]))
@@ -456,6 +438,20 @@ public final class CacheService: NodeService {
     /// Sends `message` to every holder as a bus request and calls `done` once each one has
     /// acknowledged or (with `waitLeases`) its lease has passed; without `waitLeases` a silent
     /// holder is given up at its deadline. This node's own line is handled directly, always.
+    /// The other holders a directory script returns: flat `node, lease_until_ms` pairs, or
+    /// `node, lease_until_ms, flush (0/1)` triples when `withFlush`.
+    private static func holders(_ reply: RedisReply, withFlush: Bool) -> [(node: String, leaseUntilWall: Int64, flush: Bool)] {
+        let list = reply.array ?? []
+        let width = withFlush ? 3 : 2
+        var out: [(node: String, leaseUntilWall: Int64, flush: Bool)] = []
+        var i = 0
+        while i + width - 1 < list.count {
+            if let h = list[i].string, let lease = list[i + 1].integer { out.append((h, lease, withFlush && list[i + 2].integer == 1)) }
+            i += width
+        }
+        return out
+    }
+
     private func sendAll(_ holders: [(node: String, leaseUntilWall: Int64, flush: Bool)], _ message: CacheBusMessage, waitLeases: Bool, _ done: @escaping () -> Void) {
         var remaining = 1
         var acknowledged: [String] = []

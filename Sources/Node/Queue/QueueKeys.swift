@@ -16,22 +16,25 @@
 // topic "a:1}:g:x" and a group of topic "a" can never build the same key.
 
 /// Percent-escapes the four characters that structure queue keys.
-public func queueKeyEscape(_ name: String) -> String {
-    var needs = false
-    for u in name.utf8 where u == 0x25 || u == 0x3A || u == 0x7B || u == 0x7D { needs = true; break }
-    if !needs { return name }
-    var out = ""
+public func queueKeyEscape(_ name: String) -> String { keyEscape(name, escaping: queueKeySpecials) }
+private let queueKeySpecials: Set<UInt8> = [UInt8(ascii: "%"), UInt8(ascii: ":"), UInt8(ascii: "{"), UInt8(ascii: "}")]
+
+/// Percent-escapes `escaping` (ASCII characters; `%` among them) in a name that goes into a
+/// Redis key, so no name can forge another's key or leave its hash tag. Shared by the queue
+/// and cache key layouts.
+func keyEscape(_ name: String, escaping: Set<UInt8>) -> String {
+    guard name.utf8.contains(where: escaping.contains) else { return name }
+    var out: [UInt8] = []
     out.reserveCapacity(name.utf8.count + 8)
-    for ch in name.unicodeScalars {
-        switch ch {
-        case "%": out += "%25"
-        case ":": out += "%3A"
-        case "{": out += "%7B"
-        case "}": out += "%7D"
-        default: out.unicodeScalars.append(ch)
+    let hex = Array("0123456789ABCDEF".utf8)
+    for u in name.utf8 {
+        if escaping.contains(u) {
+            out += [0x25, hex[Int(u >> 4)], hex[Int(u & 0x0F)]]
+        } else {
+            out.append(u)
         }
     }
-    return out
+    return String(decoding: out, as: UTF8.self)
 }
 
 /// Key names of one cluster's queues.
