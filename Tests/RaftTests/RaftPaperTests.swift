@@ -96,6 +96,8 @@ final class RaftPaperTests: XCTestCase {
         cluster.elect("n3")
         XCTAssertEqual(cluster.leader(), "n3")
         cluster.deliverAll()
+        // Followers learn the new commit index on the leader's next tick (noteCommitAdvanced).
+        cluster.tickAll(1)
         for id in cluster.ids {
             XCTAssertEqual(cluster.applied[id]?.map(\.kind), [.noop], id)
             XCTAssertEqual(cluster[id].status.leader, "n3")
@@ -326,6 +328,7 @@ final class RaftPaperTests: XCTestCase {
         guard let leader = cluster.leader() else { return XCTFail("no leader") }
         for value in 0..<10 { _ = cluster[leader].propose([UInt8(value)]) }
         cluster.deliverAll()
+        cluster.tickAll(1)
         let follower = cluster.ids.first { $0 != leader }!
         let before = cluster[follower].status
         cluster.crash(follower)
@@ -343,6 +346,37 @@ final class RaftPaperTests: XCTestCase {
         _ = cluster[leader].propose(bytes("after"))
         cluster.tickAll(3)
         XCTAssertEqual(cluster.appliedData(follower).last, bytes("after"))
+    }
+
+    /// A commit that needs no new AppendEntries is told to followers on the leader's next tick,
+    /// not by an empty AppendEntries per commit (noteCommitAdvanced); one carrying entries
+    /// carries the commit index with it.
+    func testCommitIndexReachesFollowersOnTheNextTickOrWithTheNextEntries() {
+        let cluster = TestCluster(size: 3)
+        cluster.tickAll(30)
+        guard let leader = cluster.leader() else { return XCTFail("no leader") }
+        let followers = cluster.ids.filter { $0 != leader }
+        _ = cluster[leader].propose(bytes("a"))
+        cluster.deliverAll()
+        let committed = cluster[leader].status.commitIndex
+        XCTAssertEqual(cluster.appliedData(leader).last, bytes("a"))
+        for f in followers {
+            XCTAssertLessThan(cluster[f].status.commitIndex, committed, "no empty append per commit")
+        }
+        // The next proposal's AppendEntries carries the commit index of the first.
+        _ = cluster[leader].propose(bytes("b"))
+        cluster.drain(leader)
+        let appends = cluster.queue.filter { $0.type == .append }
+        XCTAssertEqual(appends.count, 2)
+        for m in appends { XCTAssertEqual(m.commit, committed); XCTAssertEqual(m.entries.map(\.data), [bytes("b")]) }
+        cluster.deliverAll()
+        // Without further proposals, one tick tells everyone.
+        cluster.tick(leader)
+        cluster.deliverAll()
+        for f in followers {
+            XCTAssertEqual(cluster[f].status.commitIndex, cluster[leader].status.commitIndex, f)
+            XCTAssertEqual(cluster.appliedData(f).suffix(2), [bytes("a"), bytes("b")], f)
+        }
     }
 
     /// Figure 13 / §7: a follower whose next entries were compacted away gets an
