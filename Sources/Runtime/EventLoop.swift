@@ -65,7 +65,7 @@ public final class EventLoop {
     /// active (everything the last poll reported), before the loop waits again. Work scheduled
     /// from several callbacks of one iteration is thereby batched without costing another
     /// trip through epoll, as a zero timeout (`after(ms: 0)`) would. Closures scheduled while
-    /// the queue runs run in a later pass.
+    /// the queue runs run in a later pass (of this iteration, up to `soonPassesPerIteration`).
     public func soon(_ body: @escaping () -> Void) {
         soonQueue.append(body)
         guard !soonActive, !soonRunning, let soonEvent else { return }
@@ -73,15 +73,23 @@ public final class EventLoop {
         event_active(soonEvent, Int32(EV_TIMEOUT), 0)
     }
 
+    /// Passes over the `soon` queue per loop iteration. Work scheduled from `soon` work (the
+    /// Raft Ready loop queues a Redis write whose flush is itself `soon`) still goes out in this
+    /// iteration; past the bound it waits for the next poll, so a closure that keeps
+    /// rescheduling itself cannot starve I/O.
+    static let soonPassesPerIteration = 4
+
     fileprivate func runSoon() {
         soonActive = false
         soonRunning = true
-        let queue = soonQueue
-        soonQueue.removeAll(keepingCapacity: true)
-        for body in queue { body() }
+        var passes = 0
+        while !soonQueue.isEmpty && passes < EventLoop.soonPassesPerIteration {
+            passes += 1
+            let queue = soonQueue
+            soonQueue.removeAll(keepingCapacity: true)
+            for body in queue { body() }
+        }
         soonRunning = false
-        // Scheduled by the queue itself: after the next poll, so a closure that keeps
-        // rescheduling cannot starve I/O.
         if !soonQueue.isEmpty, !soonActive {
             soonActive = true
             after(ms: 0) { [weak self] in

@@ -192,9 +192,13 @@ public final class RedisConnection {
             redisAsyncFree(ctx)
             scheduleReconnect(); return
         }
+        guard concord_redis_attach(ctx, loop.base) == REDIS_OK else {
+            lastError = "cannot attach redis connection to the event loop"
+            redisAsyncFree(ctx)
+            scheduleReconnect(); return
+        }
         ctx.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         context = ctx
-        _ = redisLibeventAttach(ctx, loop.base)
         redisAsyncSetConnectCallback(ctx, connectTrampoline)
         redisAsyncSetDisconnectCallback(ctx, disconnectTrampoline)
     }
