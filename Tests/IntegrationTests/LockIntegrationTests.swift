@@ -95,6 +95,36 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertEqual(renew.status, 404)
     }
 
+    /// A proposal the leader accepted but could not store is lost when the core is rebuilt from
+    /// Redis (here its log key briefly holds a string, so the write fails with WRONGTYPE). Once
+    /// the log is back, a new term's entry takes the lost one's index, the origin sees the term
+    /// differ and proposes the command again: the client gets its grant, not a 503 at its
+    /// request's 10 s deadline.
+    func testALostProposalIsProposedAgainNotLeftToItsDeadline() throws {
+        let redis = try RedisServer()
+        let c = try TestCluster(nodes: 1, redis: redis)
+        try waitLeader(c)
+        let n1 = c.nodes[0]
+        XCTAssertEqual(try acquire(n1, "warm", "o").status, 200)
+        let log = "concord:\(c.cluster):raft:{n1}:log"
+        let failuresBefore = n1.log.components(separatedBy: "raft persistence failed").count
+        _ = try redis.cli("EVAL", "redis.call('RENAME', KEYS[1], KEYS[2]); redis.call('SET', KEYS[1], 'x')", "2", log, log + "-saved")
+        let started = Date()
+        let pendingAcquire = Async { try self.acquire(n1, "lost", "o") }
+        try waitUntil("the leader's write is refused", seconds: 5) {
+            n1.log.components(separatedBy: "raft persistence failed").count > failuresBefore
+        }
+        _ = try redis.cli("EVAL", "redis.call('DEL', KEYS[1]); redis.call('RENAME', KEYS[2], KEYS[1])", "2", log, log + "-saved")
+        let r = try pendingAcquire.result(seconds: 20)
+        let elapsed = Date().timeIntervalSince(started)
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertLessThan(elapsed, 6, "answered only at the request's deadline")
+        let metrics = try n1.client().get("/metrics").text
+        XCTAssertTrue(metrics.contains("concord_lock_proposals_lost_total"), "the lost proposal was not detected")
+        XCTAssertEqual(try status(n1, "lost")["holders"]?.arrayValue?.count, 1)
+        XCTAssertEqual(try status(n1, "warm")["holders"]?.arrayValue?.count, 1, "the stored log came back whole")
+    }
+
     func testKillingTheLeaderKeepsEveryGrantAndTokensKeepGrowing() throws {
         let c = try TestCluster(nodes: 3)
         let l = try waitLeader(c)
@@ -239,8 +269,8 @@ final class LockIntegrationTests: XCTestCase {
                 XCTAssertNotEqual(try redis.cli("ZRANGEBYSCORE", log, t, t), "", "entry \(t) not stored")
             }
         }
-        // The storm ends before the restart: a proposal a NOSCRIPT recovery drops is answered
-        // only at its request's deadline, which the last acquire below must not meet.
+        // The storm ends before the restart (a proposal a NOSCRIPT recovery drops is proposed
+        // again once a new term's entry takes its index; testALostProposalIsProposedAgain...).
         XCTAssertEqual(flusherDone.wait(timeout: .now() + 30), .success, "SCRIPT FLUSH storm did not end")
         n1.kill9()
         try n1.start()

@@ -42,6 +42,13 @@ public final class LockService: NodeService {
     static let maxPending = 100_000
     static let maxForwardBatch = 512
     private var forwardQueue: [(command: LockCommand, tag: UInt64, deadline: Int64?)] = []
+    /// Clients' commands a leader accepted, by log index: (tag, term of the proposal). When the
+    /// entry at that index is applied with another term, the proposal was lost (its leader lost
+    /// leadership, or its write failed and the core was rebuilt) and the command is proposed
+    /// again, rather than left for its request's deadline to answer 503. Raft's Log Matching:
+    /// the same index and term is the same entry, so a re-proposal never doubles a command.
+    private var awaitingIndex: [UInt64: [(tag: UInt64, term: UInt64)]] = [:]
+    private var awaitingCount = 0
 
     public init(node: ConcordNode) {
         self.node = node
@@ -57,7 +64,8 @@ public final class LockService: NodeService {
                 self?.maybeSnapshot()
                 self?.serveReads()
             },
-            appliedRound: { [weak self] in self?.flushNotifications() })
+            appliedRound: { [weak self] in self?.flushNotifications() },
+            appliedEntry: { [weak self] index, term in self?.entryApplied(index: index, term: term) })
         node.bus.onRequest(.forwardRequest) { [weak self] envelope, reply in self?.forwarded(envelope, reply) }
         node.bus.on(.lockNotify) { [weak self] envelope in self?.notified(envelope) }
         node.raftSummary = { [weak self] in self?.summary() ?? RaftSummary() }
@@ -186,7 +194,9 @@ public final class LockService: NodeService {
         }
         if driver.isLeader {
             switch driver.propose(LockService.stamped(command, nowMs: EventLoop.wallMs()).encode()) {
-            case .accepted: return
+            case .accepted(let index):
+                track(tag: tag, index: index, term: driver.term)
+                return
             case .dropped, .notLeader:
                 retry(command, tag: tag, until: deadline)
             }
@@ -201,7 +211,8 @@ public final class LockService: NodeService {
     }
 
     /// Sends the gathered forwards: "L", count (2 bytes), then per command its length (4 bytes)
-    /// and bytes. The leader answers "A" and one byte per command (1 proposed, 0 not).
+    /// and bytes. The leader answers "B" and 17 bytes per command: 1 and the log index and term
+    /// it was proposed at (8 bytes each), or 0 and zeros if it was not proposed.
     private func flushForwards(to leader: String) {
         let batch = forwardQueue.prefix(LockService.maxForwardBatch)
         forwardQueue.removeFirst(batch.count)
@@ -217,12 +228,42 @@ public final class LockService: NodeService {
         node.bus.request(to: leader, type: .forwardRequest, payload: payload, timeoutMs: 500) { [weak self] result in
             guard let self else { return }
             var accepted = [Bool](repeating: false, count: items.count)
-            if case .success(let answer) = result, answer.first == 0x41, answer.count == 1 + items.count {
-                for i in 0..<items.count { accepted[i] = answer[1 + i] == 1 }
+            if case .success(let answer) = result, answer.first == 0x42, answer.count == 1 + 17 * items.count {
+                for i in 0..<items.count where answer[1 + 17 * i] == 1 {
+                    accepted[i] = true
+                    let index = RaftDriver.readUInt64(answer, 2 + 17 * i), term = RaftDriver.readUInt64(answer, 10 + 17 * i)
+                    self.track(tag: items[i].tag, index: index, term: term)
+                }
             }
             // Accepted: the applied event answers. Otherwise try again (leader changed, dropped).
             for (i, item) in items.enumerated() where !accepted[i] { self.retry(item.command, tag: item.tag, until: item.deadline) }
         }
+    }
+
+    /// Remembers where a client's command was proposed (see `awaitingIndex`); bounded by the
+    /// pending requests.
+    private func track(tag: UInt64, index: UInt64, term: UInt64) {
+        guard pending[tag] != nil, awaitingCount < LockService.maxPending else { return }
+        if index <= driver.appliedIndex {
+            // Applied already (the forward's answer came late): lost only if the log says so.
+            if let t = driver.termOfEntry(at: index), t != term { proposalLost(tag: tag) }
+            return
+        }
+        awaitingIndex[index, default: []].append((tag, term))
+        awaitingCount += 1
+    }
+
+    private func entryApplied(index: UInt64, term: UInt64) {
+        guard let proposals = awaitingIndex.removeValue(forKey: index) else { return }
+        awaitingCount -= proposals.count
+        for p in proposals where p.term != term { proposalLost(tag: p.tag) }
+    }
+
+    private func proposalLost(tag: UInt64) {
+        guard let p = pending[tag], !p.request.isDone, !stopping else { return }
+        node.metrics.increment("concord_lock_proposals_lost_total")
+        logger.info("lock proposal lost in a leader change; proposing it again", metadata: ["tag": "\(tag)"])
+        route(p.command, tag: tag)
     }
 
     private func retry(_ command: LockCommand, tag: UInt64, until deadline: Int64?) {
@@ -234,8 +275,8 @@ public final class LockService: NodeService {
         route(command, tag: tag, until: EventLoop.monoMs() + 10_000)
     }
 
-    /// Leader side of forwarding (see `flushForwards`): propose each command, answer "A" and one
-    /// byte per command. Malformed batches are refused whole ("E").
+    /// Leader side of forwarding (see `flushForwards`): propose each command, answer "B" and where
+    /// each was proposed. Malformed batches are refused whole ("E").
     private func forwarded(_ envelope: Envelope, _ reply: @escaping Bus.Reply) {
         let b = envelope.payload
         guard b.first == 0x4C else {
@@ -258,11 +299,17 @@ public final class LockService: NodeService {
             i += length
         }
         guard i == b.count else { reply([0x45]); return }
-        var answer: [UInt8] = [0x41]
+        var answer: [UInt8] = [0x42]
+        answer.reserveCapacity(1 + 17 * commands.count)
         let now = EventLoop.wallMs()
         for command in commands {
-            guard driver.isLeader else { answer.append(0); continue }
-            if case .accepted = driver.propose(LockService.stamped(command, nowMs: now).encode()) { answer.append(1) } else { answer.append(0) }
+            if driver.isLeader, case .accepted(let index) = driver.propose(LockService.stamped(command, nowMs: now).encode()) {
+                answer.append(1)
+                RaftDriver.appendUInt64(index, &answer)
+                RaftDriver.appendUInt64(driver.term, &answer)
+            } else {
+                answer += [UInt8](repeating: 0, count: 17)
+            }
         }
         reply(answer)
     }
@@ -299,6 +346,9 @@ public final class LockService: NodeService {
     }
 
     private func restore(_ snapshot: Snapshot?) {
+        // Proposals covered by a snapshot cannot be told apart any more: their deadlines answer.
+        let covered = snapshot?.index ?? 0
+        for index in awaitingIndex.keys where index <= covered { awaitingCount -= awaitingIndex.removeValue(forKey: index)?.count ?? 0 }
         guard let snapshot, !snapshot.data.isEmpty else { table = LockTable(); return }
         do {
             table = try LockTable(snapshot: snapshot.data)

@@ -28,6 +28,8 @@ final class RaftDriver {
         var applied: () -> Void = {}
         /// After a Ready's committed entries were applied (before its write completes).
         var appliedRound: () -> Void = {}
+        /// Every applied entry's (index, term), normal or not: how a proposal is known lost.
+        var appliedEntry: (UInt64, UInt64) -> Void = { _, _ in }
     }
 
     static let tickMs = 10
@@ -160,6 +162,12 @@ final class RaftDriver {
         scheduleProcess()
     }
 
+    /// The current term (0 without a core).
+    var term: UInt64 { raft?.status.term ?? 0 }
+
+    /// The term of the entry at `index` if the log still has it.
+    func termOfEntry(at index: UInt64) -> UInt64? { raft?.termOfEntry(at: index) }
+
     func propose(_ data: [UInt8]) -> ProposeResult {
         guard let raft else { return .notLeader(leader: nil) }
         let result = raft.propose(data)
@@ -282,6 +290,7 @@ final class RaftDriver {
             }
             if entry.kind == .normal { hooks.apply(entry) }
             appliedIndex = entry.index
+            hooks.appliedEntry(entry.index, entry.term)
         }
         hooks.appliedRound()
     }
@@ -379,11 +388,11 @@ final class RaftDriver {
         return PersistentState(hardState: hardState, snapshot: snap, entries: entries)
     }
 
-    private static func appendUInt64(_ v: UInt64, _ out: inout [UInt8]) {
+    static func appendUInt64(_ v: UInt64, _ out: inout [UInt8]) {
         for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> UInt64(shift))) }
     }
 
-    private static func readUInt64(_ b: [UInt8], _ at: Int) -> UInt64 {
+    static func readUInt64(_ b: [UInt8], _ at: Int) -> UInt64 {
         var v: UInt64 = 0
         for i in 0..<8 { v = v << 8 | UInt64(b[at + i]) }
         return v
