@@ -50,3 +50,17 @@ final class HTTPClientHeadTests: XCTestCase {
         }
     }
 }
+
+final class RedisCommandFormatTests: XCTestCase {
+    /// Commands go to hiredis pre-formatted: binary-safe RESP, lengths in bytes.
+    func testCommandsAreFormattedAsBinarySafeRESP() {
+        let args: [[UInt8]] = [Array("SET".utf8), Array("k".utf8), [], Array("a\r\nb".utf8), [0, 255]]
+        let expected = Array("*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$4\r\na\r\nb\r\n$2\r\n".utf8) + [0, 255] + [13, 10]
+        XCTAssertEqual(RedisConnection.format(args), expected)
+        let big = [UInt8](repeating: 0x78, count: 1_234_567)
+        let formatted = RedisConnection.format([big])
+        XCTAssertEqual(Array(formatted.prefix(14)), Array("*1\r\n$1234567\r\n".utf8))
+        XCTAssertEqual(formatted.count, 14 + big.count + 2)
+        XCTAssertEqual(RedisConnection.format([]), Array("*0\r\n".utf8))
+    }
+}
