@@ -80,6 +80,35 @@ private let commandTrampoline: RedisCallbackPointer = { _, reply, privdata in
     }
 }
 
+/// A MULTI ... EXEC in flight: the first refusal of a queued command (EXEC then answers only
+/// EXECABORT, so this is the cause to report) and the caller's callback for EXEC's reply.
+final class TransactionBox {
+    var firstError: String?
+    let done: (RedisReply, String?) -> Void
+    init(_ done: @escaping (RedisReply, String?) -> Void) { self.done = done }
+}
+
+/// MULTI and each queued command: privdata is the unretained `TransactionBox` (EXEC's callback
+/// holds it); only an error reply is looked at, so "+QUEUED" costs no Swift value.
+private let queuedTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let reply, let privdata else { return }
+    let r = reply.assumingMemoryBound(to: redisReply.self)
+    guard r.pointee.type == REDIS_REPLY_ERROR else { return }
+    let box = Unmanaged<TransactionBox>.fromOpaque(privdata).takeUnretainedValue()
+    if box.firstError == nil, let text = r.pointee.str { box.firstError = String(cString: text) }
+}
+
+/// EXEC: privdata is the retained `TransactionBox`, released here, also on a NULL reply.
+private let execTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let privdata else { return }
+    let box = Unmanaged<TransactionBox>.fromOpaque(privdata).takeRetainedValue()
+    if let reply {
+        box.done(RedisReply.copy(reply.assumingMemoryBound(to: redisReply.self)), box.firstError)
+    } else {
+        box.done(.error("ERR connection lost"), box.firstError)
+    }
+}
+
 /// Subscription callback: hiredis calls it for every message of the channel; privdata is the
 /// unretained connection (kept alive by its owner for as long as the context lives).
 private let subscriptionTrampoline: RedisCallbackPointer = { _, reply, privdata in
@@ -344,6 +373,35 @@ public final class RedisConnection {
     public func send(_ args: [String], _ callback: @escaping (RedisReply) -> Void) {
         send(args.map { Array($0.utf8) }, callback)
     }
+
+    /// One transaction on this connection:
+    ///
+    ///     MULTI; <command>...; EXEC
+    ///
+    /// `done` runs exactly once with EXEC's reply (an array of the commands' replies, or an
+    /// error) and the first error a queued command was refused with, if any (OOM, READONLY...:
+    /// EXEC then answers EXECABORT). The queued commands' "+QUEUED" replies are not copied.
+    public func transaction(_ commands: [[[UInt8]]], _ done: @escaping (RedisReply, String?) -> Void) {
+        guard !subscriber else { done(.error("ERR subscriber connection"), nil); return }
+        guard state == .ready, context != nil else { done(.error("ERR redis unavailable: \(lastError)"), nil); return }
+        let box = TransactionBox(done)
+        let unretained = Unmanaged.passUnretained(box).toOpaque()
+        let retained = Unmanaged.passRetained(box).toOpaque()
+        var sent = sendWithCallback([RedisConnection.multi], callback: queuedTrampoline, privdata: unretained)
+        for command in commands where sent { sent = sendWithCallback(command, callback: queuedTrampoline, privdata: unretained) }
+        if !sent || !sendWithCallback([RedisConnection.exec], callback: execTrampoline, privdata: retained) {
+            // Only when the context is gone, which fails every queued callback with NULL first.
+            Unmanaged<TransactionBox>.fromOpaque(retained).release()
+            done(.error("ERR redis unavailable: command rejected"), nil)
+            return
+        }
+        if !flushScheduled {
+            flushScheduled = true
+            loop.soon { [weak self] in self?.flushWrites() }
+        }
+    }
+
+    private static let multi = Array("MULTI".utf8), exec = Array("EXEC".utf8)
 
     private func rawCommand(_ args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
         guard context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }

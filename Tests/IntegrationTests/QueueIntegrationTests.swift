@@ -378,6 +378,28 @@ final class QueueIntegrationTests: XCTestCase {
         try waitUntil("produce answers 200 again", seconds: 10) { try n1.post("/queue/produce", produce).status == 200 }
     }
 
+    /// Redis at maxmemory refuses the queued XADDs of a produce transaction: the answer names
+    /// the refusal (not EXEC's bare EXECABORT), is a retryable 503, and nothing is stored.
+    func testRedisOutOfMemoryAnswers503NamingItAndStoresNothing() throws {
+        let c = try TestCluster(nodes: 1)
+        let n1 = c.node("n1").client(timeoutMs: 5000)
+        let topic = JSONValue.object([("topic", .string("full")), ("partitions", .int(1))])
+        XCTAssertEqual(try n1.post("/queue/topic", topic).status, 200)
+        let batch = JSONValue.object([("topic", .string("full")), ("messages", .array((0..<5).map { .object([("body", .int($0))]) }))])
+        _ = try c.redis.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        _ = try c.redis.cli("CONFIG", "SET", "maxmemory", "1")
+        let r = try n1.post("/queue/produce", batch)
+        _ = try c.redis.cli("CONFIG", "SET", "maxmemory", "0")
+        XCTAssertEqual(r.status, 503, r.text)
+        XCTAssertEqual(r.json?["error"]?.stringValue, "unavailable")
+        XCTAssertTrue(r.json?["message"]?.stringValue?.contains("OOM") ?? false, r.text)
+        XCTAssertNotNil(r.headers["retry-after"])
+        func stored() throws -> Int64? { try n1.get("/queue/status/full").json?["partitions"]?.arrayValue?.first?["log_length"]?.int64Value }
+        XCTAssertEqual(try stored(), 0, "a refused produce stored something")
+        XCTAssertEqual(try n1.post("/queue/produce", batch).status, 200)
+        XCTAssertEqual(try stored(), 5)
+    }
+
     // MARK: ownership moves
 
     /// The owner of a partition runs its redelivery timer; SIGKILL it and the next owner (by

@@ -135,6 +135,9 @@ public final class QueueService: NodeService {
         if transient.contains(where: { message.hasPrefix($0) }) {
             return HTTPError.unavailable("redis unavailable: \(message)")
         }
+        // Redis at maxmemory refusing writes: nothing was stored; it passes once consumers drain
+        // (or the operator raises the limit), so it is retryable like unavailability.
+        if message.hasPrefix("OOM") { return HTTPError.unavailable("redis out of memory: \(message)") }
         if message.hasPrefix("BADARG ") { return HTTPError.badRequest(String(message.dropFirst(7))) }
         logger.error("queue script failed", metadata: ["error": "\(message)"])
         return HTTPError(500, "internal", "redis error: \(message)")
@@ -357,18 +360,17 @@ public final class QueueService: NodeService {
                 // bare XADDs (no script; the stream assigns the sequence numbers).
                 let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
                 let nowBytes = Array(now.utf8)
-                // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
-                // only EXECABORT: the first refusal is the cause to report.
-                var refused: String?
-                let queued: (RedisReply) -> Void = { reply in if refused == nil, let e = reply.errorMessage { refused = e } }
-                redis.send([Array("MULTI".utf8)], queued)
+                var commands: [[[UInt8]]] = []
+                commands.reserveCapacity(indices.count)
                 for i in indices {
                     let m = input.messages[i]
-                    redis.send([QueueService.xadd, log, QueueService.autoSeq, QueueService.fieldID, Array(ids[i].utf8),
-                                QueueService.fieldKey, Array((m.key ?? "").utf8), QueueService.fieldBody, Array(m.body.utf8),
-                                QueueService.fieldMax, Array(String(m.maxAttempts).utf8), QueueService.fieldTS, nowBytes], queued)
+                    commands.append([QueueService.xadd, log, QueueService.autoSeq, QueueService.fieldID, Array(ids[i].utf8),
+                                     QueueService.fieldKey, Array((m.key ?? "").utf8), QueueService.fieldBody, Array(m.body.utf8),
+                                     QueueService.fieldMax, Array(String(m.maxAttempts).utf8), QueueService.fieldTS, nowBytes])
                 }
-                redis.send([Array("EXEC".utf8)]) { [weak self] reply in
+                // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
+                // only EXECABORT: the first refusal is the cause to report.
+                redis.transaction(commands) { [weak self] reply, refused in
                     guard let self else { return }
                     if let error = reply.errorMessage {
                         if failure == nil { failure = self.httpError(refused ?? error) }
