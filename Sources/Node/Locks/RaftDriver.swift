@@ -325,7 +325,11 @@ final class RaftDriver {
             args.append(Array(frame.channel.utf8))
             args.append(frame.bytes)
         }
-        node.scripts.run("raft_persist", keys: keys, args: args) { reply in
+        let started = EventLoop.monoMicros()
+        node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
+            // How long Redis took to store a Ready, as seen by this node (etcd's WAL fsync
+            // duration, for this design).
+            self?.node.metrics.recordMicros("concord_raft_persist_latency_seconds", [], EventLoop.monoMicros() - started)
             done(reply.errorMessage)
         }
     }
