@@ -573,8 +573,8 @@ public final class RaftNode {
     /// carries it; when none is due, an empty one goes out on the next tick rather than at once.
     /// Followers need the commit index only to apply (clients of this system are answered by
     /// the leader, and follower reads go through the leader's ReadIndex), so telling them at
-    /// once bought nothing and cost two messages and two responses per commit — a third of the
-    /// bus traffic of a lone client's acquire, and wake-ups on a machine shared by every node.
+    /// once bought nothing and cost two messages and two responses per commit — half the Raft
+    /// messages of a lone client's acquire, each a wake-up on a machine shared by every node.
     private func noteCommitAdvanced() {
         commitNoticePending = true
     }
