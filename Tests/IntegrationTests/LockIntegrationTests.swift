@@ -73,6 +73,10 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertEqual(grant["mode"]?.stringValue, "exclusive")
         XCTAssertGreaterThan(grant["fencing_token"]?.int64Value ?? 0, 0)
         XCTAssertGreaterThan(grant["expires_at_ms"]?.int64Value ?? 0, Int64(Date().timeIntervalSince1970 * 1000))
+        // The follower relayed the leader's answer and counted the grant.
+        let metrics = try follower.client().get("/metrics").text
+        let granted = metrics.split(separator: "\n").first { $0.hasPrefix("concord_lock_acquisitions_total{outcome=\"granted\"}") }
+        XCTAssertEqual(granted.flatMap { Double($0.split(separator: " ").last ?? "") }, 1, metrics)
         // Held: another owner conflicts, through any node.
         let other = try acquire(c.nodes.last!, "r1", "bob")
         XCTAssertEqual(other.status, 409)

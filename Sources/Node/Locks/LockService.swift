@@ -399,20 +399,23 @@ public final class LockService: NodeService {
             guard length <= b.count - i else { return }
             let body = Array(b[i..<(i + length)])
             i += length
-            guard let p = pending.removeValue(forKey: tag), let json = try? JSONParser.parse(body) else { continue }
-            recordNotified(status: status, body: json)
-            p.request.respond(status, json)
+            guard let p = pending.removeValue(forKey: tag) else { continue }
+            if status == 200 {
+                // The leader serialized it (LockService.answer): relayed as it came, not parsed
+                // and serialized again. A 200 to an acquire is a grant.
+                if case .acquire = p.command { node.metrics.increment("concord_lock_acquisitions_total", [("outcome", "granted")]) }
+                p.request.respond(200, bytes: body, contentType: "application/json", headers: [])
+            } else if let json = try? JSONParser.parse(body) {
+                recordNotified(status: status, body: json)
+                p.request.respond(status, json)
+            }
         }
     }
 
+    /// Outcome metric of a refusal the leader sent (grants are counted in `notified`).
     private func recordNotified(status: Int, body: JSONValue) {
-        let outcome: String
-        switch (status, body["error"]?.stringValue) {
-        case (200, _): outcome = body["fencing_token"] != nil ? "granted" : "other"
-        case (_, let code?) where ["conflict", "timeout", "deadlock"].contains(code): outcome = code
-        default: outcome = "other"
-        }
-        if outcome != "other" { node.metrics.increment("concord_lock_acquisitions_total", [("outcome", outcome)]) }
+        guard let code = body["error"]?.stringValue, ["conflict", "timeout", "deadlock"].contains(code) else { return }
+        node.metrics.increment("concord_lock_acquisitions_total", [("outcome", code)])
     }
 
     private func abandon(tag: UInt64, command: LockCommand) {
