@@ -395,10 +395,7 @@ public final class RedisConnection {
             done(.error("ERR redis unavailable: command rejected"), nil)
             return
         }
-        if !flushScheduled {
-            flushScheduled = true
-            loop.soon { [weak self] in self?.flushWrites() }
-        }
+        scheduleFlush()
     }
 
     private static let multi = Array("MULTI".utf8), exec = Array("EXEC".utf8)
@@ -411,10 +408,13 @@ public final class RedisConnection {
             callback(.error("ERR redis unavailable: command rejected"))
             return
         }
-        if !flushScheduled {
-            flushScheduled = true
-            loop.soon { [weak self] in self?.flushWrites() }
-        }
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        loop.soon { [weak self] in self?.flushWrites() }
     }
 
     /// Writes what this iteration's callbacks queued now, in one write, instead of after the
@@ -464,16 +464,9 @@ public final class RedisConnection {
         return out
     }
 
-    /// Appends `n` (non-negative) in decimal and CRLF.
+    /// Appends `n` in decimal and CRLF (a small String: no heap allocation).
     private static func appendDecimal(_ n: Int, _ out: inout [UInt8]) {
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var count = 0
-        var v = max(0, n)
-        withUnsafeMutableBytes(of: &digits) { d in
-            repeat { d[count] = UInt8(48 + v % 10); v /= 10; count += 1 } while v > 0
-            while count > 0 { count -= 1; out.append(d[count]) }
-        }
+        out.append(contentsOf: String(n).utf8)
         out.append(13); out.append(10)
     }
 

@@ -435,9 +435,6 @@ public final class CacheService: NodeService {
 
     // MARK: the bus side
 
-    /// Sends `message` to every holder as a bus request and calls `done` once each one has
-    /// acknowledged or (with `waitLeases`) its lease has passed; without `waitLeases` a silent
-    /// holder is given up at its deadline. This node's own line is handled directly, always.
     /// The other holders a directory script returns: flat `node, lease_until_ms` pairs, or
     /// `node, lease_until_ms, flush (0/1)` triples when `withFlush`.
     private static func holders(_ reply: RedisReply, withFlush: Bool) -> [(node: String, leaseUntilWall: Int64, flush: Bool)] {
@@ -452,6 +449,9 @@ public final class CacheService: NodeService {
         return out
     }
 
+    /// Sends `message` to every holder as a bus request and calls `done` once each one has
+    /// acknowledged or (with `waitLeases`) its lease has passed; without `waitLeases` a silent
+    /// holder is given up at its deadline. This node's own line is handled directly, always.
     private func sendAll(_ holders: [(node: String, leaseUntilWall: Int64, flush: Bool)], _ message: CacheBusMessage, waitLeases: Bool, _ done: @escaping () -> Void) {
         var remaining = 1
         var acknowledged: [String] = []

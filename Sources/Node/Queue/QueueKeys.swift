@@ -22,14 +22,15 @@ private let queueKeySpecials: Set<UInt8> = [UInt8(ascii: "%"), UInt8(ascii: ":")
 /// Percent-escapes `escaping` (ASCII characters; `%` among them) in a name that goes into a
 /// Redis key, so no name can forge another's key or leave its hash tag. Shared by the queue
 /// and cache key layouts.
+private let keyEscapeHex = Array("0123456789ABCDEF".utf8)
+
 func keyEscape(_ name: String, escaping: Set<UInt8>) -> String {
     guard name.utf8.contains(where: escaping.contains) else { return name }
     var out: [UInt8] = []
     out.reserveCapacity(name.utf8.count + 8)
-    let hex = Array("0123456789ABCDEF".utf8)
     for u in name.utf8 {
         if escaping.contains(u) {
-            out += [0x25, hex[Int(u >> 4)], hex[Int(u & 0x0F)]]
+            out += [0x25, keyEscapeHex[Int(u >> 4)], keyEscapeHex[Int(u & 0x0F)]]
         } else {
             out.append(u)
         }

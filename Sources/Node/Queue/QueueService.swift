@@ -80,7 +80,6 @@ public final class QueueService: NodeService {
     /// At most this many topics exist (every node tracks them all: placement, owner timers);
     /// creating one more is refused with 409. CONCORD_MAX_TOPICS overrides (tests).
     static let topicsMax = Int(ProcessInfo.processInfo.environment["CONCORD_MAX_TOPICS"] ?? "").flatMap { (1...1_000_000).contains($0) ? $0 : nil } ?? 10_000
-    static var topicsTracked: Int { topicsMax }
 
     private let idPrefix: String
     private var idCounter: UInt64 = 0
@@ -219,7 +218,7 @@ public final class QueueService: NodeService {
             guard let items = reply.array else { self.refreshOutstanding = false; return }
             var fresh: [String: Int] = [:]
             var i = 0
-            while i + 1 < items.count, fresh.count < QueueService.topicsTracked {
+            while i + 1 < items.count, fresh.count < QueueService.topicsMax {
                 if let t = items[i].string, let n = items[i + 1].integer, QueueLimits.partitionsRange.contains(n) { fresh[t] = Int(n) }
                 i += 2
             }
@@ -634,7 +633,7 @@ public final class QueueService: NodeService {
 
     private func noteDrained(_ topic: String, _ group: String, partition: Int, asOf seq: UInt64) {
         let id = topic + "\u{0}" + group
-        if partitionDrained[id] == nil, partitionDrained.count >= QueueService.topicsTracked * 4 { partitionDrained.removeAll() }
+        if partitionDrained[id] == nil, partitionDrained.count >= QueueService.topicsMax * 4 { partitionDrained.removeAll() }
         partitionDrained[id, default: [:]][partition] = seq
     }
 
