@@ -131,7 +131,43 @@ public final class ConcordNode {
             for service in self.services { service.start() }
             self.timers.append(self.loop.every(ms: 1000) { [weak self] in self?.membership.recordMetrics() })
             self.watchParent()
+            self.checkRedisDurability()
             self.logger.info("node serving", metadata: ["listen": "\(self.config.listenHost):\(self.config.listenPort)", "redis": "\(self.config.redis)", "cluster": "\(self.config.cluster)"])
+        }
+    }
+
+    /// Raft's log, term and vote, the queue and the cache's memory all live in Redis, so Redis's
+    /// persistence decides what survives a Redis crash. Every node of a cluster shares it, so no
+    /// Raft majority can make up for a lost write. Said once at start, as a warning when it is weaker
+    /// than `appendfsync always`, and as the gauge `concord_redis_persistence{mode}` (1 for the mode
+    /// seen). CONFIG may be disabled (managed Redis): then the mode is "unknown" and nothing is said.
+    private func checkRedisDurability() {
+        redis.send(["CONFIG", "GET", "append*"]) { [weak self] reply in
+            guard let self else { return }
+            var config: [String: String] = [:]
+            if let items = reply.array {
+                var i = 0
+                while i + 1 < items.count {
+                    if let k = items[i].string, let v = items[i + 1].string { config[k] = v }
+                    i += 2
+                }
+            }
+            let mode: String
+            switch (config["appendonly"], config["appendfsync"]) {
+            case ("yes", "always"?): mode = "always"
+            case ("yes", let fsync?): mode = fsync
+            case ("no", _): mode = "none"
+            default: mode = "unknown"
+            }
+            self.metrics.set("concord_redis_persistence", [("mode", mode)], 1)
+            switch mode {
+            case "none":
+                self.logger.warning("redis runs without AOF (appendonly no): a Redis restart loses every lock grant, queued message and cached write since its last snapshot; run it with --appendonly yes --appendfsync always")
+            case "always", "unknown":
+                break
+            default:
+                self.logger.warning("redis AOF fsync is '\(mode)', not 'always': a Redis crash (not a clean restart) can lose the last second of writes, acknowledged lock grants and Raft votes included")
+            }
         }
     }
 

@@ -111,6 +111,21 @@ final class FoundationTests: XCTestCase {
         XCTAssertTrue(text.contains("concord_bus_messages_received_total"), text)
     }
 
+    /// The node reads Redis's AOF settings at start: a gauge names the mode, and a Redis without
+    /// AOF gets a warning in the log (the Raft log lives there); AOF with fsync always does not.
+    func testRedisPersistenceIsReportedAndAWeakSettingWarned() throws {
+        for (aof, mode) in [(false, "none"), (true, "always")] {
+            let c = try TestCluster(nodes: 1, aof: aof)
+            let client = c.node("n1").client()
+            var text = ""
+            try waitUntil("persistence gauge for \(mode)", seconds: 5) {
+                text = try client.get("/metrics").text
+                return text.contains("concord_redis_persistence{mode=\"\(mode)\"} 1")
+            }
+            XCTAssertEqual(c.node("n1").log.contains("redis runs without AOF"), !aof, c.node("n1").log)
+        }
+    }
+
     func testJSONLogsAreOneObjectPerLine() throws {
         let c = try TestCluster(nodes: 1, extraArguments: ["--log-format", "json"])
         _ = c
