@@ -5,6 +5,8 @@
   (being invalidated, see cache_write-2.lua).
   The caller then sends an invalidation to each returned holder and waits for its
   acknowledgement or its lease.
+  A key with no value (never written, already deleted or expired) and no dirty write-back
+  copy writes nothing: the reply is {0, last version or 0, {}} and the caller answers 404.
 
   KEYS[1]  value  hash  concord:<c>:cache:{<key>}:value  value, version, expire_at_ms
   KEYS[2]  dir    hash  concord:<c>:cache:{<key>}:dir    v, d, h:<node>
@@ -26,6 +28,10 @@ local dirv, dirty, listed = read_dir(KEYS[2])
 local entries = {}
 for _, e in ipairs(listed) do entries[#entries + 1] = {e[1], e[4] or 0} end
 local existed = rcall("EXISTS", KEYS[1]) == 1 or dirty
+-- Nothing to delete: a failed delete changes nothing (no directory or version is created).
+-- Live M/E/S entries cannot exist without a value or a dirty copy unless the value expired,
+-- and a holder serves no line past its expire_at_ms.
+if not existed then return {0, dirv or 0, {}} end
 if not dirv then dirv = tonumber(rcall("HGET", KEYS[1], "version") or "0") or 0 end
 local version = dirv + 1
 local out = {}

@@ -1,8 +1,10 @@
 --[[
   Registers (or refreshes) one node in the cluster's member registry.
 
-  KEYS[1]  concord:<cluster>:member:<id>   hash: id, advertise, started_ms, seen_ms
-  KEYS[2]  concord:<cluster>:members       set of node ids ever registered
+  KEYS[1]  concord:<cluster>:{members}:<id>   hash: id, advertise, started_ms, seen_ms
+  KEYS[2]  concord:<cluster>:{members}        set of node ids ever registered
+
+  Both keys share the hash tag {members}, so the script runs on Redis Cluster (one slot).
 
   ARGV[1]  node id
   ARGV[2]  advertise URL

@@ -4,7 +4,8 @@ import Runtime
 
 /// Who is in the cluster and who is alive: heartbeats over the bus feed a phi accrual failure
 /// detector per peer (the pure `FailureDetectorSet`); each node also registers itself in Redis
-/// (`concord:<cluster>:member:<id>`, refreshed with a TTL) so redis-cli users can see it.
+/// (`concord:<cluster>:{members}:<id>`, refreshed with a TTL, and the set
+/// `concord:<cluster>:{members}`) so redis-cli users can see it.
 public final class Membership {
     public struct Member: Equatable {
         public var id: String
@@ -29,6 +30,11 @@ public final class Membership {
     /// Called on the loop whenever the set of live nodes (self included) changes.
     public var onAliveChange: ((Set<String>) -> Void)?
     public static let registrationTTLMs = 10_000
+
+    /// The registry's keys share the hash tag `{members}` (node_register-2.lua touches both in
+    /// one script, which Redis Cluster allows only within one slot).
+    public static func membersKey(cluster: String) -> String { "concord:\(cluster):{members}" }
+    public static func memberKey(cluster: String, node: String) -> String { "concord:\(cluster):{members}:\(node)" }
     /// A peer outside the configured voters, silent this long, is forgotten.
     public static let forgetAfterMs: Int64 = 60_000
 
@@ -65,7 +71,7 @@ public final class Membership {
     }
 
     private func register() {
-        let keys = ["concord:\(config.cluster):member:\(config.id)", "concord:\(config.cluster):members"]
+        let keys = [Membership.memberKey(cluster: config.cluster, node: config.id), Membership.membersKey(cluster: config.cluster)]
         let now = EventLoop.wallMs()
         scripts.run("node_register", keys: keys, args: [config.id, config.advertise, String(startedUnixMs), String(now), String(Membership.registrationTTLMs)]) { [logger] reply in
             if let error = reply.errorMessage { logger.debug("registration failed", metadata: ["error": "\(error)"]) }
@@ -110,6 +116,9 @@ public final class Membership {
     public var aliveNodes: Set<String> { lastAlive }
 
     public func isAlive(_ node: String) -> Bool { lastAlive.contains(node) }
+
+    /// A node /status lists: this node, a configured voter or a peer heard from (alive or not).
+    public func isMember(_ node: String) -> Bool { node == config.id || detectors.contains(peer: node) }
 
     public func members() -> [Member] {
         let now = EventLoop.monoMs()

@@ -321,6 +321,7 @@ public final class ConcordNode {
             guard let self else { return }
             let peer = try Validate.name(params["node"] ?? "", field: "node")
             guard Validate.isNodeID(peer) else { throw HTTPError.badRequest("'node' must be a node id") }
+            guard self.membership.isMember(peer) else { throw HTTPError.notFound("no member '\(peer)' (see /status)") }
             let started = EventLoop.monoMicros()
             self.bus.request(to: peer, type: .ping, payload: Array("ping".utf8), timeoutMs: 2000) { result in
                 switch result {

@@ -18,6 +18,8 @@ public struct HTTPError: Error, Sendable {
     public let message: String
     public var extra: [(String, JSONValue)] = []
     public var retryAfterSeconds: Int?
+    /// Response headers the error carries besides `Retry-After` (a 405's `Allow`).
+    public var headers: [(String, String)] = []
 
     public init(_ status: Int, _ code: String, _ message: String, extra: [(String, JSONValue)] = [], retryAfterSeconds: Int? = nil) {
         self.status = status; self.code = code; self.message = message; self.extra = extra
@@ -165,6 +167,9 @@ public final class HTTPRequest {
     /// Percent-decoded path segments are produced by the router; this is the raw path.
     public let path: String
     public let query: [String: String]
+    /// The name of the first query parameter whose name or value is not valid
+    /// percent-encoding; the router answers such a request 400.
+    public let malformedQueryParameter: String?
     public let body: [UInt8]
     public let bodyTooLarge: Bool
     public let startMicros: Int64
@@ -195,18 +200,20 @@ public final class HTTPRequest {
         methodText = method.rawValue
         var path = "/"
         var query: [String: String] = [:]
+        var malformedQuery: String?
         if let uriPointer = evhttp_request_get_uri(raw) {
             let length = strlen(uriPointer)
             let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(uriPointer).assumingMemoryBound(to: UInt8.self), count: length)
             if let q = bytes.firstIndex(of: 0x3F) {
                 path = String(decoding: UnsafeBufferPointer(rebasing: bytes[..<q]), as: UTF8.self)
-                query = HTTPRequest.parseQuery(String(decoding: UnsafeBufferPointer(rebasing: bytes[(q + 1)...]), as: UTF8.self))
+                (query, malformedQuery) = HTTPRequest.parseQuery(String(decoding: UnsafeBufferPointer(rebasing: bytes[(q + 1)...]), as: UTF8.self))
             } else {
                 path = String(decoding: bytes, as: UTF8.self)
             }
         }
         self.path = path
         self.query = query
+        self.malformedQueryParameter = malformedQuery
         var body: [UInt8] = []
         var tooLarge = false
         if let buffer = evhttp_request_get_input_buffer(raw) {
@@ -222,15 +229,23 @@ public final class HTTPRequest {
         self.bodyTooLarge = tooLarge
     }
 
-    static func parseQuery(_ text: String) -> [String: String] {
+    /// Decodes `a=1&b=x+y` (form style: `+` is a space). `malformed` names the first parameter
+    /// whose name or value is not valid percent-encoding (a bad escape such as `%ZZ`,
+    /// or bytes that are not UTF-8); that parameter is left out of `values`.
+    static func parseQuery(_ text: String) -> (values: [String: String], malformed: String?) {
         var out: [String: String] = [:]
+        var malformed: String?
         for pair in text.split(separator: "&", maxSplits: 64, omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[0])
-            let value = parts.count > 1 ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[1])) : ""
+            let key = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+            let value = parts.count > 1 ? String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding : ""
+            guard let key, let value else {
+                if malformed == nil { malformed = String((key ?? String(parts[0])).prefix(64)) }
+                continue
+            }
             out[key] = value
         }
-        return out
+        return (out, malformed)
     }
 
     /// Replaces the request's deadline (e.g. a lock acquire that may wait `wait_ms`).
@@ -266,6 +281,7 @@ public final class HTTPRequest {
     public func fail(_ error: HTTPError) {
         var headers: [(String, String)] = []
         if let retry = error.retryAfterSeconds { headers.append(("Retry-After", String(retry))) }
+        headers += error.headers
         respond(error.status, error.body, headers: headers)
     }
 
@@ -364,7 +380,12 @@ public final class HTTPRequest {
 // MARK: - Router
 
 /// Routes by method and path pattern (`/lock/status/{resource}`). Path parameters are
-/// percent-decoded. Unknown path -> 404; known path with another method -> 405.
+/// percent-decoded. Unknown path -> 404; known path with another method -> 405 with `Allow`.
+///
+/// Empty segments (`//`) are skipped, except a trailing slash where a route has a parameter
+/// as its last segment: `/cache/read/` is `/cache/read/{key}` with an empty key (which the
+/// handler's name check answers 400), and `/lock/status/` is not `/lock/status`. A trailing
+/// slash after a non-empty last segment (`/lock/status/x/`) is ignored as before.
 public final class Router {
     public typealias Handler = (HTTPRequest, [String: String]) throws -> Void
 
@@ -398,7 +419,8 @@ public final class Router {
     /// What a (method, path) pair resolves to; pure, so routing is unit-tested without sockets.
     public enum Resolution {
         case matched(pattern: String, params: [String: String], handler: Handler)
-        case methodNotAllowed
+        /// The path is known; `allowed` lists the methods it accepts (HEAD wherever GET is).
+        case methodNotAllowed(allowed: [HTTPMethod])
         case notFound
     }
 
@@ -420,29 +442,52 @@ public final class Router {
                 ranges.append(start..<i)
                 if ranges.count > Router.maxSegments { return .notFound }
             }
-            var pathMatched = false
-            for route in routes where route.segments.count == ranges.count {
-                var same = true
-                for (segment, range) in zip(route.segments, ranges) {
-                    if case .literal(let text) = segment {
-                        if text.count != range.count || !text.withUnsafeBufferPointer({ t in
-                            memcmp(t.baseAddress!, bytes.baseAddress! + range.lowerBound, range.count) == 0
-                        }) { same = false; break }
-                    }
-                }
-                guard same else { continue }
-                pathMatched = true
-                guard route.method == method || (route.method == .GET && method == .HEAD) else { continue }
-                var params: [String: String] = [:]
-                for (segment, range) in zip(route.segments, ranges) {
-                    if case .parameter(let name) = segment {
-                        params[name] = Router.percentDecoded(UnsafeBufferPointer(rebasing: bytes[range])) ?? Router.invalidMarker
-                    }
-                }
-                return .matched(pattern: route.pattern, params: params, handler: route.handler)
+            // A trailing slash first counts as an empty last segment, for routes whose last
+            // segment is a parameter; only when no such route has this path is it skipped.
+            if n > 0, bytes[n - 1] == 0x2F, ranges.count < Router.maxSegments,
+               let resolution = resolve(method, bytes, ranges, emptyLastParameter: true) {
+                return resolution
             }
-            return pathMatched ? .methodNotAllowed : .notFound
+            return resolve(method, bytes, ranges, emptyLastParameter: false) ?? .notFound
         }
+    }
+
+    /// The routes of exactly `ranges` (plus an empty last parameter when `emptyLastParameter`);
+    /// nil when no route has this path.
+    private func resolve(_ method: HTTPMethod, _ bytes: UnsafeBufferPointer<UInt8>, _ ranges: [Range<Int>], emptyLastParameter: Bool) -> Resolution? {
+        let count = ranges.count + (emptyLastParameter ? 1 : 0)
+        var allowed: [HTTPMethod] = []
+        for route in routes where route.segments.count == count {
+            if emptyLastParameter, case .literal = route.segments[count - 1] { continue }
+            var same = true
+            for (segment, range) in zip(route.segments, ranges) {
+                if case .literal(let text) = segment {
+                    if text.count != range.count || !text.withUnsafeBufferPointer({ t in
+                        memcmp(t.baseAddress!, bytes.baseAddress! + range.lowerBound, range.count) == 0
+                    }) { same = false; break }
+                }
+            }
+            guard same else { continue }
+            guard route.method == method || (route.method == .GET && method == .HEAD) else {
+                allowed.append(route.method)
+                continue
+            }
+            var params: [String: String] = [:]
+            for (segment, range) in zip(route.segments, ranges) {
+                if case .parameter(let name) = segment {
+                    params[name] = Router.percentDecoded(UnsafeBufferPointer(rebasing: bytes[range])) ?? Router.invalidMarker
+                }
+            }
+            if emptyLastParameter, case .parameter(let name) = route.segments[count - 1] { params[name] = "" }
+            return .matched(pattern: route.pattern, params: params, handler: route.handler)
+        }
+        guard !allowed.isEmpty else { return nil }
+        var methods: [HTTPMethod] = []
+        for m in allowed where !methods.contains(m) {
+            methods.append(m)
+            if m == .GET && !allowed.contains(.HEAD) { methods.append(.HEAD) }
+        }
+        return .methodNotAllowed(allowed: methods)
     }
 
     /// Percent-decodes one path segment; nil for a malformed escape or bytes that are not UTF-8
@@ -482,15 +527,22 @@ public final class Router {
                 if let bad = params.first(where: { $0.value == Router.invalidMarker }) {
                     throw HTTPError.badRequest("path parameter '\(bad.key)' is not valid percent-encoding")
                 }
+                if let bad = request.malformedQueryParameter {
+                    throw HTTPError.badRequest("query parameter '\(bad)' is not valid percent-encoding")
+                }
                 try handler(request, params)
             } catch let error as HTTPError {
                 request.fail(error)
             } catch {
                 request.fail(HTTPError(500, "internal", "\(error)"))
             }
-        case .methodNotAllowed:
+        case .methodNotAllowed(let allowed):
             request.route = "method_not_allowed"
-            request.fail(HTTPError(405, "method_not_allowed", "\(request.methodText) is not allowed on \(request.path)"))
+            // libevent 2.1 keeps no text of a method it does not know (EVHTTP_REQ_UNKNOWN_).
+            let what = request.method == .UNKNOWN ? "this method" : request.methodText
+            var error = HTTPError(405, "method_not_allowed", "\(what) is not allowed on \(request.path)")
+            error.headers = [("Allow", allowed.map(\.rawValue).joined(separator: ", "))]
+            request.fail(error)
         case .notFound:
             request.route = "not_found"
             request.fail(HTTPError.notFound("no such path: \(request.path)"))

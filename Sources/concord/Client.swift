@@ -109,7 +109,19 @@ struct LockCommand: ParsableCommand {
 
 struct QueueCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "queue", abstract: "Produce, consume, ack and inspect queues.",
-                                                    subcommands: [Produce.self, Consume.self, Ack.self, Nack.self, Status.self, DLQ.self, Redrive.self])
+                                                    subcommands: [Topic.self, Produce.self, Consume.self, Ack.self, Nack.self, Status.self, DLQ.self, Redrive.self])
+
+    struct Topic: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a topic with a partition count (POST /queue/topic).")
+        @OptionGroup var options: ClientOptions
+        @Argument var topic: String
+        @Option(help: "Partition count, 1-256 (default 8; 409 if the topic exists with another count).") var partitions: Int?
+        func run() throws {
+            var b: [(String, JSONValue)] = [("topic", .string(topic))]
+            if let partitions { b.append(("partitions", .int(partitions))) }
+            try call(options, "POST", "/queue/topic", .object(b))
+        }
+    }
 
     struct Produce: ParsableCommand {
         @OptionGroup var options: ClientOptions

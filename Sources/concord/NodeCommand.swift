@@ -71,6 +71,10 @@ struct NodeCommand: ParsableCommand {
         return config
     }
 
+    /// Checked while parsing, so a usage error prints `concord node`'s usage line (an error
+    /// thrown from run() is reported with the root command's `concord <subcommand>`).
+    func validate() throws { _ = try makeConfig() }
+
     func run() throws {
         let config = try makeConfig()
         Logs.bootstrap(format: config.logFormat)

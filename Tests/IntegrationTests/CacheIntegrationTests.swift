@@ -466,4 +466,44 @@ extension CacheIntegrationTests {
         }
         XCTAssertEqual(lost, [], "acknowledged write-back writes lost")
     }
+
+    /// A failed request changes nothing: deleting a key never written answers 404 and leaves no
+    /// key in Redis (it used to create a directory tombstone), and deleting a deleted key again
+    /// leaves its directory as it was. An empty key in a path is 400, not "no such path".
+    func testDeleteOfAMissingKeyWritesNothingAndEmptyPathKeysAre400() throws {
+        let c = try TestCluster(nodes: 1)
+        let n1 = c.node("n1")
+        let client = n1.client()
+        defer { if testRun?.hasSucceeded == false { print(c.dumpLogs()) } }
+
+        let never = try client.post("/cache/delete", .object([("key", .string("never-written"))]))
+        XCTAssertEqual(never.status, 404, never.text)
+        XCTAssertEqual(never.json?["error"]?.stringValue, "not_found")
+        XCTAssertEqual(try c.redis.cli("KEYS", "*never*"), "")
+        XCTAssertEqual(try status(n1, "never-written").state, "I")
+
+        try write(n1, "gone", .int(1))
+        XCTAssertEqual(try client.post("/cache/delete", .object([("key", .string("gone"))])).status, 200)
+        let dir = "concord:\(c.cluster):cache:{gone}:dir"
+        // n1 acknowledged its own invalidation: its "being invalidated" entry is forgotten.
+        try waitUntil("n1's X entry forgotten", seconds: 5) { !(try c.redis.cli("HGETALL", dir)).contains("h:n1") }
+        let before = try c.redis.cli("HGETALL", dir)
+        let pttl = Int(try c.redis.cli("PTTL", dir)) ?? -1
+        XCTAssertTrue(before.contains("v"), before)
+        let again = try client.post("/cache/delete", .object([("key", .string("gone"))]))
+        XCTAssertEqual(again.status, 404, again.text)
+        XCTAssertEqual(try c.redis.cli("HGETALL", dir), before, "a 404 delete must not touch the directory")
+        XCTAssertLessThanOrEqual(Int(try c.redis.cli("PTTL", dir)) ?? -1, pttl, "a 404 delete must not extend the tombstone")
+        XCTAssertEqual(try c.redis.cli("EXISTS", "concord:\(c.cluster):cache:{gone}:value"), "0")
+
+        for (method, path) in [("GET", "/cache/read/"), ("DELETE", "/cache/invalidate/"), ("GET", "/cache/status/"), ("GET", "//cache//read//")] {
+            let r = try client.request(method, path)
+            XCTAssertEqual(r.status, 400, "\(method) \(path): \(r.text)")
+            XCTAssertEqual(r.json?["error"]?.stringValue, "bad_request", path)
+            XCTAssertTrue(r.json?["message"]?.stringValue?.contains("'key' must not be empty") == true, "\(path): \(r.text)")
+        }
+        XCTAssertEqual(try client.get("/cache/status").status, 200)
+        XCTAssertEqual(try client.request("POST", "/cache/read/").headers["allow"], "GET, HEAD")
+        XCTAssertEqual(try c.redis.cli("KEYS", "concord:\(c.cluster):cache:{}*"), "", "no key for the empty name")
+    }
 }

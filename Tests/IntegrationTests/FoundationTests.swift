@@ -9,11 +9,70 @@ final class FoundationTests: XCTestCase {
         let r = try c.node("n1").client().get("/bus/ping/n2")
         XCTAssertEqual(r.status, 200, r.text)
         XCTAssertEqual(r.json?["peer"]?.stringValue, "n2")
-        // A node nobody runs: 503 at once (nobody subscribed), not a hang.
-        let dead = try c.node("n1").client().get("/bus/ping/ghost")
-        XCTAssertEqual(dead.status, 503)
+        // An id that is no member: 404, no bus request.
+        let ghost = try c.node("n1").client().get("/bus/ping/ghost")
+        XCTAssertEqual(ghost.status, 404, ghost.text)
+        XCTAssertEqual(ghost.json?["error"]?.stringValue, "not_found")
+        XCTAssertNil(ghost.headers["retry-after"])
+        // A member that is not running: 503 at once (nobody subscribed), not a hang.
+        c.node("n2").kill9()
+        let dead = try c.node("n1").client().get("/bus/ping/n2")
+        XCTAssertEqual(dead.status, 503, dead.text)
         XCTAssertEqual(dead.json?["error"]?.stringValue, "unavailable")
         XCTAssertNotNil(dead.headers["retry-after"])
+    }
+
+    /// The member registry's two keys share a hash tag (node_register-2.lua writes both in one
+    /// script: CROSSSLOT on Redis Cluster otherwise), under `concord:<cluster>:`.
+    func testMemberRegistryKeysShareOneHashTag() throws {
+        let c = try TestCluster(nodes: 2)
+        let set = "concord:\(c.cluster):{members}"
+        try waitUntil("both nodes registered", seconds: 5) {
+            Set(try c.redis.cli("SMEMBERS", set).split(separator: "\n").map(String.init)) == ["n1", "n2"]
+        }
+        let keys = try c.redis.cli("KEYS", "concord:\(c.cluster):*members*").split(separator: "\n").map(String.init).sorted()
+        XCTAssertEqual(keys, [set, "\(set):n1", "\(set):n2"])
+        func hashTag(_ key: String) -> Substring? {
+            guard let open = key.firstIndex(of: "{"), let close = key[open...].firstIndex(of: "}"), key.index(after: open) < close else { return nil }
+            return key[key.index(after: open)..<close]
+        }
+        for key in keys {
+            XCTAssertTrue(key.hasPrefix("concord:\(c.cluster):"), key)
+            XCTAssertEqual(hashTag(key), "members", key)
+        }
+        XCTAssertEqual(try c.redis.cli("HGET", "\(set):n2", "advertise"), c.node("n2").url)
+        let ttl = Int(try c.redis.cli("PTTL", "\(set):n1")) ?? -1
+        XCTAssertTrue((1...10_000).contains(ttl), "registration TTL \(ttl)")
+        XCTAssertEqual(try c.redis.cli("KEYS", "concord:\(c.cluster):member:*"), "")
+    }
+
+    /// Router-level answers: an empty name at the end of a path is 400 (the lock status route
+    /// here; the queue and cache routes in their own tests), and every 405 carries `Allow`.
+    func testEmptyPathNameIs400AndMethodNotAllowedCarriesAllow() throws {
+        let c = try TestCluster(nodes: 1)
+        let node = c.node("n1")
+        let client = node.client()
+        let empty = try client.get("/lock/status/")
+        XCTAssertEqual(empty.status, 400, empty.text)
+        XCTAssertEqual(empty.json?["error"]?.stringValue, "bad_request")
+        XCTAssertTrue(empty.json?["message"]?.stringValue?.contains("must not be empty") == true, empty.text)
+        let list = try client.get("/lock/status")
+        XCTAssertEqual(list.status, 200, list.text)
+        XCTAssertNotNil(list.json?["locks"]?.arrayValue, list.text)
+
+        for (method, path, allow) in [("PUT", "/health", "GET, HEAD"), ("POST", "/status", "GET, HEAD"), ("GET", "/lock/acquire", "POST"),
+                                      ("DELETE", "/cache/read/k", "GET, HEAD"), ("PUT", "/lock/status/", "GET, HEAD")] {
+            let r = try client.request(method, path)
+            XCTAssertEqual(r.status, 405, "\(method) \(path): \(r.text)")
+            XCTAssertEqual(r.json?["error"]?.stringValue, "method_not_allowed")
+            XCTAssertEqual(r.headers["allow"], allow, "\(method) \(path)")
+            XCTAssertEqual(r.json?["message"]?.stringValue, "\(method) is not allowed on \(path)")
+        }
+        let weird = rawHTTP(port: node.port, Array("FROB /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        XCTAssertTrue(weird.hasPrefix("HTTP/1.1 405"), weird)
+        XCTAssertTrue(weird.contains("\r\nAllow: GET, HEAD\r\n"), weird)
+        XCTAssertTrue(weird.contains("this method is not allowed on /health"), weird)
+        XCTAssertFalse(weird.contains("UNKNOWN"), weird)
     }
 
     func testStatusListsMembersAndDetectsAKilledNodeWithinTwoSeconds() throws {
@@ -57,7 +116,7 @@ final class FoundationTests: XCTestCase {
 
     func testNoscriptAfterScriptFlushIsReloadedTransparently() throws {
         let c = try TestCluster(nodes: 1)
-        let key = "concord:\(c.cluster):member:n1"
+        let key = "concord:\(c.cluster):{members}:n1"
         try waitUntil("registration present", seconds: 5) { try c.redis.cli("HGET", key, "seen_ms") != "(nil)" }
         try c.redis.cli("SCRIPT", "FLUSH")
         let before = Int64(try c.redis.cli("HGET", key, "seen_ms")) ?? 0
@@ -150,27 +209,7 @@ final class FoundationTests: XCTestCase {
 /// `concord node` configuration errors and start-up failures (CONTRACT §1 exit statuses).
 final class CommandLineTests: XCTestCase {
     private func run(_ args: [String], env: [String: String] = [:], timeout: Double = 20) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: concordExecutable)
-        p.arguments = args
-        var e = ProcessInfo.processInfo.environment
-        for k in e.keys where k.hasPrefix("CONCORD_") { e[k] = nil }
-        e["CONCORD_LUA_DIR"] = repositoryRoot.appendingPathComponent("lua").path
-        for (k, v) in env { e[k] = v }
-        p.environment = e
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("concord-cli-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        let h = try FileHandle(forWritingTo: out)
-        p.standardOutput = h
-        p.standardError = h
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-        try? FileManager.default.removeItem(at: out)
-        return (p.terminationStatus, text)
+        try runConcord(args, env: env, timeout: timeout)
     }
 
     func testUsageErrorsExit64NamingTheFlag() throws {
@@ -189,6 +228,7 @@ final class CommandLineTests: XCTestCase {
             let (status, text) = try run(args)
             XCTAssertEqual(status, 64, "\(args): \(text)")
             XCTAssertTrue(text.contains(flag), "\(args) should name \(flag): \(text)")
+            XCTAssertTrue(text.contains("Usage: concord node "), "\(args) should print the node command's usage: \(text)")
         }
     }
 

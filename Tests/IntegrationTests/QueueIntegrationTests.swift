@@ -613,4 +613,54 @@ extension QueueIntegrationTests {
         XCTAssertEqual(none.json?["redriven"]?.int64Value, 0, none.text)
         XCTAssertEqual(try n1.get("/queue/dlq/\(topic)?group=w").json?["messages"]?.arrayValue?.count, 1, "the DLQ is untouched")
     }
+
+    /// An empty topic at the end of a path is a name that is empty: 400 (was 404 "no such
+    /// path"); a bad percent escape in the query string is 400 like one in the path.
+    func testEmptyTopicInPathAndBadQueryEncodingAre400() throws {
+        let c = try SharedQueueCluster.get()
+        let n1 = c.node("n1").client()
+        for path in ["/queue/status/", "/queue/dlq/", "/queue/dlq/?group=g&limit=5", "//queue//status//"] {
+            let r = try n1.get(path)
+            XCTAssertEqual(r.status, 400, "\(path): \(r.text)")
+            XCTAssertEqual(r.json?["error"]?.stringValue, "bad_request", path)
+            XCTAssertTrue(r.json?["message"]?.stringValue?.contains("'topic' must not be empty") == true, "\(path): \(r.text)")
+        }
+        let topic = "q400-\(UInt32.random(in: 0..<UInt32.max))"
+        XCTAssertEqual(try n1.post("/queue/topic", .object([("topic", .string(topic)), ("partitions", .int(2))])).status, 200)
+        XCTAssertEqual(try n1.get("/queue/dlq/\(topic)?group=g&limit=5").status, 200)
+        for (query, name) in [("group=%ZZ&limit=5", "group"), ("group=g&limit=%", "limit"), ("group=%ff", "group"), ("%zz=1&group=g", "%zz")] {
+            let r = try n1.get("/queue/dlq/\(topic)?\(query)")
+            XCTAssertEqual(r.status, 400, "\(query): \(r.text)")
+            XCTAssertEqual(r.json?["error"]?.stringValue, "bad_request", query)
+            XCTAssertEqual(r.json?["message"]?.stringValue, "query parameter '\(name)' is not valid percent-encoding", query)
+        }
+        XCTAssertEqual(try n1.get("/queue/dlq/\(topic)?group=a%20b&limit=5").status, 200)
+        XCTAssertEqual(try n1.get("/health").status, 200)
+    }
+
+    /// `concord queue topic <topic> --partitions N`: POST /queue/topic; exit 1 with the error
+    /// body on stderr for an HTTP error, 64 for a usage error.
+    func testCLIQueueTopicCreatesATopic() throws {
+        let c = try SharedQueueCluster.get()
+        let topic = "cli-\(UInt32.random(in: 0..<UInt32.max))"
+        let url = c.node("n2").url
+        let (status, output) = try runConcord(["queue", "topic", topic, "--partitions", "3", "--url", url])
+        XCTAssertEqual(status, 0, output)
+        XCTAssertEqual(try JSONParser.parse(output), .object([("topic", .string(topic)), ("partitions", .int(3))]), output)
+        XCTAssertEqual(try c.redis.cli("HGET", "concord:\(c.cluster):q:topics", topic), "3")
+        XCTAssertEqual(try c.node("n1").client().get("/queue/status/\(topic)").json?["partitions"]?.arrayValue?.count, 3)
+
+        let (conflict, conflictOutput) = try runConcord(["queue", "topic", topic, "--partitions", "5", "--url", url])
+        XCTAssertEqual(conflict, 1, conflictOutput)
+        XCTAssertTrue(conflictOutput.contains("HTTP 409") && conflictOutput.contains("\"conflict\""), conflictOutput)
+        let (bad, badOutput) = try runConcord(["queue", "topic", topic, "--partitions", "0", "--url", url])
+        XCTAssertEqual(bad, 1, badOutput)
+        XCTAssertTrue(badOutput.contains("HTTP 400") && badOutput.contains("partitions"), badOutput)
+        for args in [["queue", "topic", "--url", url], ["queue", "topic", topic, "--partitions", "x", "--url", url]] {
+            let (usage, usageOutput) = try runConcord(args)
+            XCTAssertEqual(usage, 64, "\(args): \(usageOutput)")
+        }
+        let (same, sameOutput) = try runConcord(["queue", "topic", topic, "--partitions", "3", "--url", url])
+        XCTAssertEqual(same, 0, sameOutput)
+    }
 }

@@ -334,3 +334,30 @@ func rawHTTP(port: Int, _ bytes: [UInt8], readTimeoutMs: Int = 2000, closeWrite:
     }
     return String(decoding: out, as: UTF8.self)
 }
+
+/// Runs the `concord` executable with `args` (no CONCORD_* variables from this process but
+/// the Lua directory and `env`); returns its exit status and stdout + stderr together. Killed
+/// after `timeout` seconds.
+func runConcord(_ args: [String], env: [String: String] = [:], timeout: Double = 20) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: concordExecutable)
+    p.arguments = args
+    var e = ProcessInfo.processInfo.environment
+    for k in e.keys where k.hasPrefix("CONCORD_") { e[k] = nil }
+    e["CONCORD_LUA_DIR"] = repositoryRoot.appendingPathComponent("lua").path
+    for (k, v) in env { e[k] = v }
+    p.environment = e
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("concord-cli-\(UUID().uuidString)")
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: out) }
+    let h = try FileHandle(forWritingTo: out)
+    defer { try? h.close() }
+    p.standardOutput = h
+    p.standardError = h
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(20_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    p.waitUntilExit()
+    return (p.terminationStatus, (try? String(contentsOf: out, encoding: .utf8)) ?? "")
+}

@@ -41,6 +41,56 @@ final class RoutingTests: XCTestCase {
         }
     }
 
+    /// A trailing slash where a route ends in a parameter is that route with an empty parameter
+    /// (the handler's name check answers 400), not the route without it.
+    func testTrailingSlashIsAnEmptyLastParameter() {
+        guard case .matched(let pattern, let params, _) = router().resolve(.GET, "/lock/status/") else { return XCTFail("no match") }
+        XCTAssertEqual(pattern, "/lock/status/{resource}")
+        XCTAssertEqual(params["resource"], "")
+        guard case .matched(let listPattern, let listParams, _) = router().resolve(.GET, "/lock/status") else { return XCTFail("no match") }
+        XCTAssertEqual(listPattern, "/lock/status")
+        XCTAssertTrue(listParams.isEmpty)
+        guard case .matched(let p2, let params2, _) = router().resolve(.DELETE, "/cache/invalidate/") else { return XCTFail("no match") }
+        XCTAssertEqual(p2, "/cache/invalidate/{key}")
+        XCTAssertEqual(params2["key"], "")
+        guard case .matched(_, let params3, _) = router().resolve(.DELETE, "//cache//invalidate//") else { return XCTFail("no match") }
+        XCTAssertEqual(params3["key"], "")
+        // The route exists for another method only: 405 naming it, not a fall-back to a shorter path.
+        guard case .methodNotAllowed(let allowed) = router().resolve(.GET, "/cache/invalidate/") else { return XCTFail("expected 405") }
+        XCTAssertEqual(allowed, [.DELETE])
+        // No route ends in a parameter there: the slash is skipped as before.
+        guard case .matched(let p4, _, _) = router().resolve(.POST, "/lock/acquire/") else { return XCTFail("no match") }
+        XCTAssertEqual(p4, "/lock/acquire")
+        guard case .matched(_, let params5, _) = router().resolve(.GET, "/lock/status/x/") else { return XCTFail("no match") }
+        XCTAssertEqual(params5["resource"], "x")
+        guard case .notFound = router().resolve(.GET, "/nope/") else { return XCTFail("expected 404") }
+        guard case .notFound = router().resolve(.GET, "/") else { return XCTFail("expected 404") }
+    }
+
+    func testMethodNotAllowedListsThePathsMethods() {
+        let r = router()
+        r.add(.POST, "/lock/status") { _, _ in }
+        guard case .methodNotAllowed(let a1) = r.resolve(.PUT, "/lock/acquire") else { return XCTFail("expected 405") }
+        XCTAssertEqual(a1, [.POST])
+        guard case .methodNotAllowed(let a2) = r.resolve(.DELETE, "/lock/status") else { return XCTFail("expected 405") }
+        XCTAssertEqual(a2, [.GET, .HEAD, .POST])
+        guard case .methodNotAllowed(let a3) = r.resolve(.UNKNOWN, "/lock/status/x") else { return XCTFail("expected 405") }
+        XCTAssertEqual(a3, [.GET, .HEAD])
+    }
+
+    func testQueryDecodingFlagsBadPercentEncoding() {
+        let good = HTTPRequest.parseQuery("group=a%20b+c&limit=5&flag")
+        XCTAssertEqual(good.values, ["group": "a b c", "limit": "5", "flag": ""])
+        XCTAssertNil(good.malformed)
+        for (text, name) in [("group=%ZZ&limit=5", "group"), ("limit=5&group=%zz", "group"), ("group=%", "group"),
+                             ("group=%4", "group"), ("group=%ff", "group"), ("%ZZ=1", "%ZZ"), ("a=1&b=%c3", "b")] {
+            let parsed = HTTPRequest.parseQuery(text)
+            XCTAssertEqual(parsed.malformed, name, text)
+            XCTAssertNil(parsed.values[name], text)
+        }
+        XCTAssertEqual(HTTPRequest.parseQuery("group=%ZZ&limit=5").values["limit"], "5")
+    }
+
     func testEmptySegmentsAreSkippedAndLongPathsRefused() {
         guard case .matched(_, let params, _) = router().resolve(.GET, "//lock//status/x/") else { return XCTFail("no match") }
         XCTAssertEqual(params["resource"], "x")

@@ -422,13 +422,15 @@ public final class CacheService: NodeService {
                 request.fail(HTTPError.unavailable("redis: \(reply.errorMessage ?? "unexpected reply to cache_delete")"))
                 return
             }
+            // No value: the script changed nothing, and neither does the node (no bus message,
+            // no cache_forget): a failed request leaves every state as it was.
+            guard existed == 1 else {
+                request.fail(HTTPError.notFound("no value for key '\(key)'"))
+                return
+            }
             let holders = CacheService.holders(items[2], withFlush: false)
             self.sendAll(holders, CacheBusMessage(op: .delete, key: key, version: UInt64(max(0, v))), waitLeases: true) {
-                if existed == 1 {
-                    request.respond(200, .object([("key", .string(key)), ("deleted", .bool(true))]))
-                } else {
-                    request.fail(HTTPError.notFound("no value for key '\(key)'"))
-                }
+                request.respond(200, .object([("key", .string(key)), ("deleted", .bool(true))]))
             }
         }
     }
