@@ -286,13 +286,38 @@ public struct LockTable: Sendable {
     }
 
     /// A second acquire by an owner already waiting for the resource: the same proposal seen
-    /// again is answered `queued` again; another request is refused.
+    /// again is answered `queued` again. Another request for the same mode with a wait takes the
+    /// wait over, keeping its place in the queue: a client that gave up and asked again (its
+    /// connection dropped, its HTTP client timed out) waits where it waited, with the new
+    /// request's lease and wait time, and the older request is told `superseded`. A request
+    /// without a wait, or for the other mode, is refused; the wait stays as it was.
     private mutating func answerSecondWait(_ existing: Waiter, _ command: AcquireCommand, _ step: inout ApplyStep) {
         if existing.origin == command.origin && existing.tag == command.tag {
             step.events.append(.queued(origin: command.origin, tag: command.tag))
+        } else if command.mode == existing.mode, command.waitMs > 0,
+                  let index = resources[command.resource]?.waiterIndex(command.owner) {
+            counters.retried += 1
+            takeOver(command, index, &step)
         } else {
             reject(command.origin, command.tag, .alreadyWaiting, &step)
         }
+    }
+
+    /// Gives the waiter at `index` to `command`: its origin, tag, request id, lease and wait
+    /// deadline; its place, mode and age (`sinceMs`, `acquiredIndex`) stay.
+    private mutating func takeOver(_ command: AcquireCommand, _ index: Int, _ step: inout ApplyStep) {
+        let old = resources[command.resource]!.waiters[index]
+        let deadlineMs = step.nowMs.addingSaturated(command.waitMs)
+        resources[command.resource]!.waiters[index].origin = command.origin
+        resources[command.resource]!.waiters[index].tag = command.tag
+        resources[command.resource]!.waiters[index].requestId = command.requestId
+        resources[command.resource]!.waiters[index].ttlMs = command.ttlMs
+        if deadlineMs != old.deadlineMs {
+            resources[command.resource]!.waiters[index].deadlineMs = deadlineMs
+            deadlines.push(Deadline(timeMs: deadlineMs, kind: .wait, resource: command.resource, owner: command.owner))
+        }
+        step.events.append(.superseded(origin: old.origin, tag: old.tag))
+        step.events.append(.queued(origin: command.origin, tag: command.tag))
     }
 
     /// Moves a waiter to a retry's `(origin, tag)`; the older request is told `superseded`.

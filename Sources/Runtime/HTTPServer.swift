@@ -249,6 +249,22 @@ public final class HTTPRequest {
     }
 
     /// Replaces the request's deadline (e.g. a lock acquire that may wait `wait_ms`).
+    /// Whether the client has closed its side of the connection (FIN or reset) while this
+    /// request waits for its answer, seen with a non-consuming peek at the socket. A pipelined
+    /// next request waiting unread counts as open. A client that half-closes and still reads
+    /// counts as gone, as nginx and Go's net/http treat it.
+    public var peerClosed: Bool {
+        guard !isDone, let raw, let connection = evhttp_request_get_connection(raw),
+              let bev = evhttp_connection_get_bufferevent(connection) else { return false }
+        let fd = bufferevent_getfd(bev)
+        guard fd >= 0 else { return true }
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT))
+        if n == 0 { return true }
+        if n < 0 { return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR }
+        return false
+    }
+
     public func extendDeadline(ms: Int) {
         guard !isDone else { return }
         server?.rearm(self, ms: ms)
@@ -370,6 +386,7 @@ public final class HTTPRequest {
         case 405: return "Method Not Allowed"
         case 409: return "Conflict"
         case 413: return "Payload Too Large"
+        case 499: return "Client Closed Request"
         case 500: return "Internal Server Error"
         case 503: return "Service Unavailable"
         default: return "Status"

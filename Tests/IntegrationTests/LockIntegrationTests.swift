@@ -347,6 +347,63 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertEqual(timeout.json?["error"]?.stringValue, "timeout")
     }
 
+    /// A client that closes its connection while its acquire waits is gone: the wait is
+    /// withdrawn (not left to take the lock later for nobody); with the holder's release the
+    /// lock is free. Also when the serving node stops (SIGTERM): its waits are withdrawn.
+    func testAWaitWhoseClientLeftIsWithdrawn() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        let follower = c.nodes.first { $0.id != l.id }!
+        XCTAssertEqual(try acquire(c.nodes[0], "ghost", "A").status, 200)
+        // B waits through a follower on a raw connection, closed after 3 s with no answer read.
+        let body = #"{"resource":"ghost","owner":"B","wait_ms":60000}"#
+        let request = Array("POST /lock/acquire HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        let port = follower.port
+        let gone = Async { rawHTTP(port: port, request, readTimeoutMs: 3000) }
+        try waitUntil("B queued", seconds: 5) { try self.status(l, "ghost")["waiters"]?.arrayValue?.count == 1 }
+        XCTAssertEqual(try gone.result(), "", "the wait must not have been answered")
+        let waited = try waitUntil("B's wait withdrawn", seconds: 3) { try self.status(l, "ghost")["waiters"]?.arrayValue?.count == 0 }
+        print("wait withdrawn \(waited) s after its client closed")
+        XCTAssertEqual(try release(c.nodes[0], "ghost", "A").status, 200)
+        XCTAssertEqual(try status(c.nodes[2], "ghost")["mode"]?.stringValue, "free")
+        // B asks again and is served normally.
+        XCTAssertEqual(try acquire(follower, "ghost", "B").status, 200)
+
+        // A node that stops withdraws the waits it holds.
+        let stopping = Async { try self.acquire(follower, "ghost", "C", wait: 60_000) }
+        try waitUntil("C queued", seconds: 5) { try self.status(l, "ghost")["waiters"]?.arrayValue?.count == 1 }
+        XCTAssertEqual(follower.stop(), 0)
+        XCTAssertEqual(try stopping.result().status, 503)
+        try waitUntil("C's wait withdrawn", seconds: 3) { try self.status(l, "ghost")["waiters"]?.arrayValue?.count == 0 }
+    }
+
+    /// An owner that asks again while it waits (its first request gave up or is still open)
+    /// takes its wait over, in its place, instead of being refused: the first request is told
+    /// 409 `conflict` (superseded) and the second gets the grant.
+    func testAnOwnerAskingAgainWhileWaitingTakesItsWaitOver() throws {
+        let c = try TestCluster(nodes: 3)
+        try waitLeader(c)
+        XCTAssertEqual(try acquire(c.nodes[0], "again", "A").status, 200)
+        let first = Async { try self.acquire(c.nodes[1], "again", "B", wait: 60_000) }
+        try waitUntil("B queued", seconds: 5) { try self.status(c.nodes[0], "again")["waiters"]?.arrayValue?.count == 1 }
+        let third = Async { try self.acquire(c.nodes[0], "again", "D", wait: 60_000) }
+        try waitUntil("D queued", seconds: 5) { try self.status(c.nodes[0], "again")["waiters"]?.arrayValue?.count == 2 }
+        let second = Async { try self.acquire(c.nodes[2], "again", "B", ttl: 12_345, wait: 60_000) }
+        let superseded = try first.result()
+        XCTAssertEqual(superseded.status, 409, superseded.text)
+        XCTAssertEqual(superseded.json?["error"]?.stringValue, "conflict")
+        let order = try status(c.nodes[1], "again")["waiters"]?.arrayValue?.compactMap { $0["owner"]?.stringValue }
+        XCTAssertEqual(order, ["B", "D"], "the wait keeps its place")
+        XCTAssertEqual(try release(c.nodes[0], "again", "A").status, 200)
+        let granted = try second.result()
+        XCTAssertEqual(granted.status, 200, granted.text)
+        XCTAssertEqual(granted.json?["owner"]?.stringValue, "B")
+        // Without a wait the retry is refused and the wait is untouched.
+        XCTAssertEqual(try acquire(c.nodes[1], "again", "D").status, 409)
+        XCTAssertEqual(try release(c.nodes[0], "again", "B").status, 200)
+        XCTAssertEqual(try third.result().status, 200)
+    }
+
     func testRequestIDRetryMakesNoSecondGrant() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)

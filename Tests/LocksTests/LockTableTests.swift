@@ -433,15 +433,45 @@ final class LockTableTests: XCTestCase {
         XCTAssertEqual(h.table.counters.conflicts, 1)
     }
 
-    func testSecondWaitBySameOwnerIsRefusedButSameProposalIsIdempotent() {
+    func testSecondWaitBySameOwnerTakesTheWaitOverAndSameProposalIsIdempotent() {
         let h = Harness()
         h.acquire("r", "a")
         let first = h.acquire("r", "b", wait: 5_000)
+        let c = h.acquire("r", "c", wait: 5_000)
         let again = h.acquire("r", "b", wait: 5_000, tag: first.tag)  // the same proposal applied twice
         XCTAssertEqual(again.events, [.queued(origin: "n1", tag: first.tag)])
-        let other = h.acquire("r", "b", wait: 5_000)
-        XCTAssertEqual(other.events, [.rejected(origin: "n1", tag: other.tag, reason: .alreadyWaiting)])
+        // Without a wait, or for the other mode: refused, and the wait stays the first request's.
+        let noWait = h.acquire("r", "b", wait: 0)
+        XCTAssertEqual(noWait.events, [.rejected(origin: "n1", tag: noWait.tag, reason: .alreadyWaiting)])
+        let otherMode = h.acquire("r", "b", .shared, wait: 5_000)
+        XCTAssertEqual(otherMode.events, [.rejected(origin: "n1", tag: otherMode.tag, reason: .alreadyWaiting)])
+        // The client gave up and asked again (another node, no request id): it takes the wait
+        // over in its place (ahead of c), with its own lease and wait time.
+        h.now += 4_000
+        let retry = h.acquire("r", "b", ttl: 7_000, wait: 3_000, origin: "n2")
+        XCTAssertEqual(retry.events, [.superseded(origin: "n1", tag: first.tag), .queued(origin: "n2", tag: retry.tag)])
+        XCTAssertEqual(h.waiters("r"), ["b", "c"])
+        // The first request's deadline (5 s after it) is no longer the wait's: at 5 s nothing of
+        // b's ends (c, queued at the same time, times out); at 7 s (the retry's 3 s) it does.
+        XCTAssertEqual(h.tick(advance: 1_500), [.timedOut(origin: "n1", tag: c.tag)])
         XCTAssertEqual(h.waiters("r"), ["b"])
+        XCTAssertEqual(h.tick(advance: 1_600), [.timedOut(origin: "n2", tag: retry.tag)])
+        XCTAssertEqual(h.waiters("r"), [])
+    }
+
+    func testTakenOverWaitIsGrantedToTheNewRequestWithItsLease() {
+        let h = Harness()
+        h.acquire("r", "a")
+        let first = h.acquire("r", "b", wait: 60_000, origin: "n1")
+        let retry = h.acquire("r", "b", ttl: 9_000, wait: 60_000, origin: "n3")
+        XCTAssertEqual(retry.events, [.superseded(origin: "n1", tag: first.tag), .queued(origin: "n3", tag: retry.tag)])
+        // Cancelling the superseded request withdraws nothing.
+        XCTAssertEqual(h.cancel("r", "b", tag: first.tag, origin: "n1"), [])
+        let release = h.release("r", "a")
+        let grant = h.grant(release.events, tag: retry.tag)
+        XCTAssertEqual(grant?.owner, "b")
+        XCTAssertEqual(grant?.expiresAtMs, h.now + 9_000)
+        XCTAssertNil(h.grant(release.events, tag: first.tag))
     }
 
     func testCancelWait() {

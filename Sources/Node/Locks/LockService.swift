@@ -28,8 +28,10 @@ public final class LockService: NodeService {
         var queued = false
     }
     private var pending: [UInt64: Pending] = [:]
-    /// Tags whose client went away before a grant: a late grant is released at once.
-    private var abandoned: Set<UInt64> = []
+    /// Acquires whose client went away (deadline, closed connection, node stopping) before an
+    /// answer, by tag: a wait they left queued is withdrawn, a late grant released at once.
+    private var abandoned: [UInt64: (resource: String, owner: String)] = [:]
+    static let maxAbandoned = 10_000
     private var nextTag: UInt64
     private var nextReadContext: UInt64 = 1
     private var pendingReads: [UInt64: (index: UInt64, answer: () -> Void)] = [:]
@@ -88,6 +90,29 @@ public final class LockService: NodeService {
         driver.start()
         timers.append(node.loop.every(ms: 10) { [weak self] in self?.leaderDuties() })
         timers.append(node.loop.every(ms: 1000) { [weak self] in self?.recordMetrics() })
+        timers.append(node.loop.every(ms: LockService.clientCheckMs) { [weak self] in self?.dropWaitsOfGoneClients() })
+    }
+
+    /// How often waiting acquires check that their client is still connected.
+    static let clientCheckMs = 200
+
+    /// A client that closed its connection while its acquire waits is gone (curl's --max-time,
+    /// an HTTP client's timeout, a killed process): its wait is withdrawn, as etcd deletes a
+    /// lock waiter's key when the caller's context ends, instead of staying queued to take the
+    /// lock later for nobody. Checked every `clientCheckMs` with a non-consuming peek at the
+    /// socket; bounded by the pending requests.
+    private func dropWaitsOfGoneClients() {
+        var gone: [(UInt64, LockCommand)] = []
+        for (tag, p) in pending {
+            guard case .acquire(let a) = p.command, a.waitMs > 0, p.request.peerClosed else { continue }
+            gone.append((tag, p.command))
+        }
+        for (tag, command) in gone {
+            let request = pending[tag]?.request
+            abandon(tag: tag, command: command)
+            node.metrics.increment("concord_lock_waits_abandoned_total")
+            request?.fail(HTTPError(499, "client_closed", "the client closed the connection"))
+        }
     }
 
     public func shutdown(_ done: @escaping () -> Void) {
@@ -95,11 +120,12 @@ public final class LockService: NodeService {
         // Waits this node holds are withdrawn, so the table never grants to a node that is gone.
         var cancelled = 0
         for (tag, p) in pending {
-            if p.queued, case .acquire(let a) = p.command {
-                abandoned.insert(tag)
-                let cancelTag = takeTag()
-                routeInternal(.cancelWait(CancelWaitCommand(resource: a.resource, owner: a.owner, origin: node.config.id, tag: cancelTag, nowMs: 0)), tag: cancelTag)
-                cancelled += 1
+            if case .acquire(let a) = p.command {
+                rememberAbandoned(tag, a)
+                if p.queued {
+                    withdrawWait(tag: tag, resource: a.resource, owner: a.owner)
+                    cancelled += 1
+                }
             }
             p.request.fail(.unavailable("node is shutting down"))
         }
@@ -362,13 +388,18 @@ public final class LockService: NodeService {
     /// Answers the origin's pending request for an event of its own.
     private func deliver(_ event: LockEvent, tag: UInt64) {
         if case .queued = event {
-            pending[tag]?.queued = true
+            if pending[tag] != nil {
+                pending[tag]?.queued = true
+            } else if let gone = abandoned[tag] {
+                // Its client left before the wait was queued: withdraw it now.
+                withdrawWait(tag: tag, resource: gone.resource, owner: gone.owner)
+            }
             return
         }
         guard event.isFinal else { return }
         guard let p = pending.removeValue(forKey: tag) else {
             // The client is gone: never leave a lock granted to nobody.
-            if case .granted(_, _, _, let grant) = event, abandoned.remove(tag) != nil {
+            if abandoned.removeValue(forKey: tag) != nil, case .granted(_, _, _, let grant) = event {
                 let releaseTag = takeTag()
                 let release = LockCommand.release(ReleaseCommand(resource: grant.resource, owner: grant.owner, fencingToken: grant.fencingToken, origin: node.config.id, tag: releaseTag, nowMs: 0))
                 routeInternal(release, tag: releaseTag)
@@ -419,13 +450,22 @@ public final class LockService: NodeService {
     }
 
     private func abandon(tag: UInt64, command: LockCommand) {
-        guard let p = pending.removeValue(forKey: tag) else { return }
-        abandoned.insert(tag)
-        if abandoned.count > 10_000 { abandoned.removeFirst() }
-        if case .acquire(let a) = command, p.queued {
-            let cancelTag = takeTag()
-            routeInternal(.cancelWait(CancelWaitCommand(resource: a.resource, owner: a.owner, origin: node.config.id, tag: cancelTag, nowMs: 0)), tag: cancelTag)
-        }
+        guard let p = pending.removeValue(forKey: tag), case .acquire(let a) = command else { return }
+        rememberAbandoned(tag, a)
+        // Not queued yet (still on its way to the leader): its `queued` event withdraws it.
+        if p.queued { withdrawWait(tag: tag, resource: a.resource, owner: a.owner) }
+    }
+
+    private func rememberAbandoned(_ tag: UInt64, _ a: AcquireCommand) {
+        if abandoned.count >= LockService.maxAbandoned, let any = abandoned.keys.first { abandoned[any] = nil }
+        abandoned[tag] = (a.resource, a.owner)
+    }
+
+    /// Proposes withdrawing the wait that the acquire `tag` (of this node) queued. The table
+    /// matches the waiter by origin and tag, so a wait another request took over stays.
+    private func withdrawWait(tag: UInt64, resource: String, owner: String) {
+        let cancelTag = takeTag()
+        routeInternal(.cancelWait(CancelWaitCommand(resource: resource, owner: owner, origin: node.config.id, tag: tag, nowMs: 0)), tag: cancelTag)
     }
 
     // MARK: leader duties
@@ -544,11 +584,11 @@ public final class LockService: NodeService {
         case .deadlock(_, _, let cycle):
             return error(409, "deadlock", "waiting would close a cycle; this request was chosen as the victim", [("cycle", .array(cycle.map { .string($0) }))])
         case .cancelled: return error(409, "timeout", "the wait was cancelled")
-        case .superseded: return error(409, "conflict", "superseded by a retry with the same request_id")
+        case .superseded: return error(409, "conflict", "superseded: a newer acquire by this owner took over the wait")
         case .rejected(_, _, let reason):
             switch reason {
             case .invalidArgument: return error(400, "bad_request", "invalid argument")
-            case .alreadyWaiting: return error(409, "conflict", "this owner already waits for the resource")
+            case .alreadyWaiting: return error(409, "conflict", "this owner already waits for the resource in another mode (or this request has no wait_ms)")
             default: return (503, .object([("error", .string("unavailable")), ("message", .string("lock table limit reached: \(reason.rawValue)"))]))
             }
         case .released: return (200, .object([("released", .bool(true))]))
