@@ -186,18 +186,33 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertGreaterThan(next?.json?["fencing_token"]?.int64Value ?? 0, r.json?["fencing_token"]?.int64Value ?? .max)
     }
 
-    /// Redis restarted without persistence loses the Raft logs; every node must notice (its
-    /// connection dropped), rebuild from what Redis now holds, and the cluster must serve again
-    /// rather than write a log with a gap.
-    func testRedisRestartWithoutPersistenceResumesService() throws {
+    /// Redis restarted without persistence loses every node's Raft state at once. The running
+    /// nodes notice (their connections dropped), find Redis behind what they hold in memory,
+    /// write their state back and go on: every grant is kept with its token, and the next token
+    /// is larger (Jepsen's "tokens must never go backwards").
+    func testRedisRestartWithoutPersistenceKeepsGrantsByWritingStateBack() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)
-        for i in 0..<5 { XCTAssertEqual(try acquire(c.nodes[i % 3], "v\(i)", "o").status, 200) }
+        var tokens: [String: JSONValue] = [:]
+        for i in 0..<5 {
+            let r = try acquire(c.nodes[i % 3], "v\(i)", "o", ttl: 120_000)
+            XCTAssertEqual(r.status, 200)
+            tokens["v\(i)"] = r.json?["fencing_token"]
+        }
         try c.redis.restart()
         try waitLeader(c, seconds: 15)
+        var next: HTTPResponse?
         try waitUntil("grants again after a data-losing restart", seconds: 15) {
-            try self.acquire(c.nodes[1], "again", "o2").status == 200
+            next = try self.acquire(c.nodes[1], "again", "o2")
+            return next?.status == 200
         }
+        let largest = tokens.values.compactMap { $0.int64Value }.max() ?? .max
+        XCTAssertGreaterThan(next?.json?["fencing_token"]?.int64Value ?? 0, largest, c.dumpLogs())
+        for (resource, token) in tokens {
+            let s = try status(c.nodes[2], resource)
+            XCTAssertEqual(s["holders"]?.arrayValue?.first?["fencing_token"], token, "\(resource) lost: \(s)")
+        }
+        XCTAssertTrue(c.nodes.contains { $0.log.contains("writing it back from memory") }, c.dumpLogs())
         XCTAssertFalse(c.nodes.contains { $0.log.contains("corrupt") }, c.dumpLogs())
     }
 

@@ -67,7 +67,8 @@ public final class LockService: NodeService {
                 self?.serveReads()
             },
             appliedRound: { [weak self] in self?.flushNotifications() },
-            appliedEntry: { [weak self] index, term in self?.entryApplied(index: index, term: term) })
+            appliedEntry: { [weak self] index, term in self?.entryApplied(index: index, term: term) },
+            snapshotData: { [weak self] in self?.table.snapshot() ?? [] })
         node.bus.onRequest(.forwardRequest) { [weak self] envelope, reply in self?.forwarded(envelope, reply) }
         node.bus.on(.lockNotify) { [weak self] envelope in self?.notified(envelope) }
         node.raftSummary = { [weak self] in self?.summary() ?? RaftSummary() }

@@ -30,6 +30,8 @@ final class RaftDriver {
         var appliedRound: () -> Void = {}
         /// Every applied entry's (index, term), normal or not: how a proposal is known lost.
         var appliedEntry: (UInt64, UInt64) -> Void = { _, _ in }
+        /// The state machine as of the last applied entry (snapshot data), for a write-back.
+        var snapshotData: () -> [UInt8] = { [] }
     }
 
     static let tickMs = 10
@@ -51,6 +53,9 @@ final class RaftDriver {
     private var lastRole: Role = .follower
     /// Append round trips: propose time per index (leader), for the latency metric; bounded.
     private var proposedAtMicros: [UInt64: Int64] = [:]
+    /// This node's Raft state as the dropped core held it (see `writeBackIfLost`).
+    private var image: PersistentState?
+    private(set) var writeBacks = 0
 
     init(node: ConcordNode) {
         self.node = node
@@ -107,6 +112,10 @@ final class RaftDriver {
         }
         do {
             let state = try RaftDriver.decodeState(hard: hard, snapshot: snapshot, log: log)
+            if let image {
+                self.image = nil
+                if writeBackIfLost(stored: state, image: image) { return }
+            }
             let config = RaftConfig(
                 id: node.config.id, voters: node.config.members,
                 electionTicks: max(2, node.config.electionTimeoutMs / RaftDriver.tickMs),
@@ -135,6 +144,7 @@ final class RaftDriver {
         guard !recovering else { return }
         recovering = true
         logger.warning("raft persistence failed; rebuilding from redis", metadata: ["reason": "\(reason)"])
+        if let raft { image = captureImage(raft) }
         raft = nil
         generation += 1
         persistInFlight = false
@@ -143,6 +153,60 @@ final class RaftDriver {
         hooks.roleChange(.follower, nil)
         lastRole = .follower
         waitForRedisThenLoad()
+    }
+
+    /// The core's durable state, as a restart from Redis would need it: hard state, a snapshot
+    /// of the state machine at the applied index, and the log after it.
+    private func captureImage(_ core: RaftNode) -> PersistentState? {
+        let st = core.status
+        let applied = appliedIndex
+        var snapshot: Snapshot?
+        if applied > 0 {
+            guard let term = core.termOfEntry(at: applied) else { return nil }
+            snapshot = Snapshot(index: applied, term: term, voters: node.config.members, data: hooks.snapshotData())
+        }
+        var entries: [Entry] = []
+        if st.lastLogIndex > applied {
+            entries.reserveCapacity(Int(st.lastLogIndex - applied))
+            for i in (applied + 1)...st.lastLogIndex {
+                guard let e = core.entry(at: i) else { return nil }
+                entries.append(e)
+            }
+        }
+        return PersistentState(hardState: HardState(term: st.term, vote: st.votedFor, commit: st.commitIndex), snapshot: snapshot, entries: entries)
+    }
+
+    /// Every node of a cluster keeps its Raft state in the one Redis, so a Redis that comes back
+    /// without its data (no AOF, a lost AOF, a FLUSHALL) takes every copy at once, and Raft's
+    /// majority cannot help: the nodes would start again from term 0, hand out fencing tokens
+    /// already used, and forget held locks. A running node still has its state in memory. If
+    /// what Redis holds is behind it (a lower term, or fewer entries than the node knew
+    /// committed), the node writes its state back, then loads it as usual. That is safe: memory
+    /// holds everything this node ever stored (and perhaps a Ready whose write failed, which
+    /// Raft allows to be stored late: nothing was sent on its account). Returns whether a
+    /// write-back was started (the load follows it).
+    private func writeBackIfLost(stored: PersistentState?, image: PersistentState) -> Bool {
+        let storedTerm = stored?.hardState.term ?? 0
+        let storedLast = max(stored?.snapshot?.index ?? 0, stored?.entries.last?.index ?? 0)
+        guard storedTerm < image.hardState.term || storedLast < image.hardState.commit else { return false }
+        writeBacks += 1
+        node.metrics.increment("concord_raft_state_written_back_total")
+        logger.error("redis holds less raft state than this node had (redis lost data?): writing it back from memory", metadata: [
+            "stored_term": "\(storedTerm)", "stored_last_index": "\(storedLast)",
+            "term": "\(image.hardState.term)", "commit": "\(image.hardState.commit)", "snapshot": "\(image.snapshot?.index ?? 0)"])
+        let args = RaftDriver.persistArgs(mode: image.snapshot == nil ? "none" : "replace", snapshot: image.snapshot,
+                                          hardState: image.hardState, entries: image.entries, frames: [])
+        node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
+            guard let self else { return }
+            if let error = reply.errorMessage {
+                self.logger.warning("raft write-back failed; retrying", metadata: ["reason": "\(error)"])
+                self.image = image
+                self.node.loop.after(ms: 200) { [weak self] in self?.waitForRedisThenLoad() }
+                return
+            }
+            self.load()
+        }
+        return true
     }
 
     private func waitForRedisThenLoad() {
@@ -303,28 +367,38 @@ final class RaftDriver {
         appliedSinceAdvance = false
     }
 
-    private func persist(_ rd: Ready, _ done: @escaping (String?) -> Void) {
-        var mode = "none"
-        var snapshot: Snapshot?
-        if let s = rd.snapshot { mode = "replace"; snapshot = s } else if let s = rd.compactedSnapshot { mode = "compact"; snapshot = s }
+    /// `raft_persist`'s arguments (see its header): snapshot, hard state, entries, then bus
+    /// frames to publish after the writes.
+    static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])]) -> [[UInt8]] {
         var args: [[UInt8]] = [Array(mode.utf8)]
-        args.reserveCapacity(11 + rd.entries.count + 2 * rd.messages.count)
+        args.reserveCapacity(11 + entries.count + 2 * frames.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
         args.append(Array(String(snapshot?.term ?? 0).utf8))
         args.append(snapshot.map(RaftDriver.encodeSnapshotData) ?? [])
-        if let hs = rd.hardState {
+        if let hs = hardState {
             args.append(Array("1".utf8)); args.append(Array(String(hs.term).utf8)); args.append(Array((hs.vote ?? "").utf8)); args.append(Array(String(hs.commit).utf8))
         } else {
             args.append(Array("0".utf8)); args.append([]); args.append([]); args.append([])
         }
-        args.append(Array(String(rd.entries.first?.index ?? 0).utf8))
-        args.append(Array(String(rd.entries.count).utf8))
-        for entry in rd.entries { args.append(RaftDriver.encodeEntry(entry)) }
-        for message in rd.messages {
-            let frame = node.bus.frame(to: message.to, type: .raft, payload: message.encode())
+        args.append(Array(String(entries.first?.index ?? 0).utf8))
+        args.append(Array(String(entries.count).utf8))
+        for entry in entries { args.append(RaftDriver.encodeEntry(entry)) }
+        for frame in frames {
             args.append(Array(frame.channel.utf8))
             args.append(frame.bytes)
         }
+        return args
+    }
+
+    private func persist(_ rd: Ready, _ done: @escaping (String?) -> Void) {
+        var mode = "none"
+        var snapshot: Snapshot?
+        if let s = rd.snapshot { mode = "replace"; snapshot = s } else if let s = rd.compactedSnapshot { mode = "compact"; snapshot = s }
+        let frames = rd.messages.map { message -> (channel: String, bytes: [UInt8]) in
+            let frame = node.bus.frame(to: message.to, type: .raft, payload: message.encode())
+            return (frame.channel, frame.bytes)
+        }
+        let args = RaftDriver.persistArgs(mode: mode, snapshot: snapshot, hardState: rd.hardState, entries: rd.entries, frames: frames)
         let started = EventLoop.monoMicros()
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
             // How long Redis took to store a Ready, as seen by this node (etcd's WAL fsync
