@@ -42,6 +42,8 @@ public final class ConcordNode {
     public let loop = EventLoop()
     public let logger: Logger
     public let metrics = NodeMetrics()
+    /// Bus messages sent per type as last exported to `concord_bus_messages_sent_total`.
+    private var busSentExported: [BusMessageType: UInt64] = [:]
     public let redis: RedisConnection
     public let subscriber: RedisConnection
     public let bus: Bus
@@ -340,7 +342,11 @@ public final class ConcordNode {
             self.metrics.set("concord_raft_term", [], Double(r.term))
             self.metrics.set("concord_raft_commit_index", [], Double(r.commitIndex))
             for role in ["leader", "follower", "candidate"] { self.metrics.set("concord_raft_role", [("role", role)], r.role == role ? 1 : 0) }
-            for (type, count) in self.bus.sentByType { self.metrics.set("concord_bus_messages_sent", [("type", type.label)], Double(count)) }
+            // A counter, like the received side: advanced by what was sent since the last scrape.
+            for (type, count) in self.bus.sentByType where count > self.busSentExported[type, default: 0] {
+                self.metrics.increment("concord_bus_messages_sent_total", [("type", type.label)], by: Int(count - self.busSentExported[type, default: 0]))
+                self.busSentExported[type] = count
+            }
             request.respond(200, bytes: self.metrics.exposition(), contentType: "text/plain; version=0.0.4; charset=utf-8", headers: [])
         }
     }

@@ -168,6 +168,13 @@ final class FoundationTests: XCTestCase {
         XCTAssertTrue(text.contains("route=\"/health\""), text)
         XCTAssertTrue(text.contains("concord_http_request_duration_seconds"), text)
         XCTAssertTrue(text.contains("concord_bus_messages_received_total"), text)
+        // Bus messages sent are a counter too (heartbeats go out from the start).
+        var later = ""
+        try waitUntil("a sent heartbeat counted", seconds: 5) {
+            later = try client.get("/metrics").text
+            return later.contains("concord_bus_messages_sent_total{type=\"heartbeat\"}")
+        }
+        XCTAssertTrue(later.contains("# TYPE concord_bus_messages_sent_total counter"), later)
     }
 
     /// The node reads Redis's AOF settings at start: a gauge names the mode, and a Redis without
