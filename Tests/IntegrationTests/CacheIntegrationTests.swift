@@ -507,3 +507,38 @@ extension CacheIntegrationTests {
         XCTAssertEqual(try c.redis.cli("KEYS", "concord:\(c.cluster):cache:{}*"), "", "no key for the empty name")
     }
 }
+
+extension CacheIntegrationTests {
+    /// Write-back: n2 holds a key dirty (M); on n1 a read (a miss that must wait for n2's flush)
+    /// and a write of the key run at once. The read's retry used to run the read script while
+    /// n1 held its own fresh dirty line, and the script took that line for a copy lost in a
+    /// restart: the acknowledged write was dropped (reads then found 404 or n2's older value).
+    /// After both answered, every node must read n1's write. Write answers say "M".
+    func testWriteBackReadAndWriteRacingOnOneNodeLoseNoWrite() throws {
+        let c = try TestCluster(nodes: 3, extraArguments: ["--cache-write-policy", "write-back"])
+        let (n1, n2, n3) = (c.node("n1"), c.node("n2"), c.node("n3"))
+        var lost: [String] = []
+        for i in 0..<25 {
+            let key = "race\(i)"
+            XCTAssertEqual(try write(n2, key, .string("B-\(i)")).state, "M")
+            let group = DispatchGroup()
+            nonisolated(unsafe) var wrote: HTTPResponse?
+            nonisolated(unsafe) var readStatus = 0
+            nonisolated(unsafe) let readClient = n1.client()
+            nonisolated(unsafe) let writeClient = n1.client()
+            DispatchQueue.global().async(group: group) { readStatus = (try? readClient.get("/cache/read/\(key)"))?.status ?? -1 }
+            DispatchQueue.global().async(group: group) {
+                wrote = try? writeClient.post("/cache/write", .object([("key", .string(key)), ("value", .string("A-\(i)"))]))
+            }
+            XCTAssertEqual(group.wait(timeout: .now() + 20), .success)
+            XCTAssertEqual(readStatus, 200, key)
+            XCTAssertEqual(wrote?.status, 200, wrote?.text ?? "no answer")
+            XCTAssertEqual(wrote?.json?["state"]?.stringValue, "M", wrote?.text ?? "")
+            for n in [n1, n2, n3] {
+                let r = try read(n, key)
+                if r.status != 200 || r.json?["value"]?.stringValue != "A-\(i)" { lost.append("\(key) on \(n.id): \(r.status) \(r.text)") }
+            }
+        }
+        XCTAssertEqual(lost, [], c.dumpLogs())
+    }
+}

@@ -174,35 +174,45 @@ public final class CacheService: NodeService {
 
     // MARK: read (PrRd)
 
-    private func read(_ request: HTTPRequest, _ key: String) {
+    /// A read (PrRd). Also the retry of a miss that found a dirty M copy elsewhere
+    /// (`attempt` > 0): the retry goes through every check here again, because meanwhile this
+    /// node may have written the key itself (write-back) and must then serve or flush its own
+    /// dirty line, never send a read script that would take that line for a lost copy.
+    private func read(_ request: HTTPRequest, _ key: String, attempt: Int = 0, deadline: Int64? = nil) {
+        guard !request.isDone else { return }
         let now = EventLoop.monoMs()
         if subscribed, let e = store.get(key), e.line.isServable(nowMs: now),
            e.expireAtWallMs == 0 || EventLoop.wallMs() < e.expireAtWallMs {
-            hits += 1
-            hitCounter.increment(by: 1)
+            if attempt == 0 {
+                hits += 1
+                hitCounter.increment(by: 1)
+            }
             request.respond(200, bytes: readBody(key, e.line.value, e.line.version, e.line.state.rawValue), contentType: "application/json", headers: [])
             if e.line.leaseUntilMs - now < leaseMs / 2 && !e.renewInFlight { renew(key, e.line.version) }
             return
         }
         if writeBackWrites[key] != nil {
             // Our own write-back write of this key is on its way: read once its line is in.
-            writeBackWrites[key]?.deferred.append { [unowned self] in self.read(request, key) }
+            writeBackWrites[key]?.deferred.append { [unowned self] in self.read(request, key, attempt: attempt, deadline: deadline) }
             return
         }
-        misses += 1
-        missCounter.increment(by: 1)
+        if attempt == 0 {
+            misses += 1
+            missCounter.increment(by: 1)
+        }
+        let until = deadline ?? now + 3 * leaseMs
         if pendingFlush[key] != nil {
             // Our evicted dirty copy is still on its way back: finish that first.
-            writeBackPending(key) { [unowned self] _ in self.fill(request, key, attempt: 0, deadline: EventLoop.monoMs() + 3 * self.leaseMs) }
+            writeBackPending(key) { [unowned self] _ in self.fill(request, key, attempt: attempt, deadline: until) }
             return
         }
         if let e = store.peek(key), e.line.dirty {
             // Our own dirty copy whose lease ran out: write it back (if nobody superseded it),
             // then read like anybody else; never let a read script discard it as lost.
-            flush(key, next: "M") { [unowned self] _ in self.fill(request, key, attempt: 0, deadline: EventLoop.monoMs() + 3 * self.leaseMs) }
+            flush(key, next: "M") { [unowned self] _ in self.fill(request, key, attempt: attempt, deadline: until) }
             return
         }
-        fill(request, key, attempt: 0, deadline: now + 3 * leaseMs)
+        fill(request, key, attempt: attempt, deadline: until)
     }
 
     /// `{"key":..,"value":<stored JSON text>,"version":n,"state":"X"}` without re-parsing the value.
@@ -249,7 +259,7 @@ public final class CacheService: NodeService {
                     if attempt + 1 >= CacheService.maxFlushRetries || EventLoop.monoMs() > deadline {
                         request.fail(HTTPError.unavailable("node \(holder) holds a modified copy of '\(key)' and has not written it back"))
                     } else {
-                        self.fill(request, key, attempt: attempt + 1, deadline: deadline)
+                        self.read(request, key, attempt: attempt + 1, deadline: deadline)
                     }
                 }
             default:
@@ -326,6 +336,11 @@ public final class CacheService: NodeService {
                 return
             }
             let version = UInt64(v)
+            // The state this write left the line in: M when its line went in. Answered as such
+            // even if another node's read turns the line to S before the invalidations below
+            // are acknowledged (the write completed as M; the read is ordered after it). I when
+            // the node holds no line for it (no subscription, or a newer version overtook it).
+            var state = "I"
             if !storeNow && (self.shuttingDown || startEpoch != self.epoch || !self.subscribed) {
                 // A write-back write whose reply arrives after its node stopped holding lines
                 // (shutdown, lost subscription): the value exists only here, write it back now.
@@ -334,7 +349,8 @@ public final class CacheService: NodeService {
                     self.writeBackPending(key) { _ in }
                 }
             } else if register, startEpoch == self.epoch, self.subscribed, version > floor {
-                self.install(key, value: value, version: version, state: .M, leaseFromMono: sentMono, expireAt: expireAt, dirty: !storeNow)
+                let line = self.install(key, value: value, version: version, state: .M, leaseFromMono: sentMono, expireAt: expireAt, dirty: !storeNow)?.line
+                if line?.version == version && line?.state == .M { state = "M" }
             } else if !storeNow {
                 // A write-back write not installed because an invalidation at or above its version
                 // overtook the reply: the value exists only here, so write it back now (the
@@ -347,9 +363,8 @@ public final class CacheService: NodeService {
                 self.store.remove(key)
             }
             let holders = CacheService.holders(items[1], withFlush: false)
-            let answer = { [unowned self] in
-                let current = self.store.peek(key).flatMap { $0.line.version == version ? $0.line.state.rawValue : nil } ?? "I"
-                request.respond(200, .object([("key", .string(key)), ("version", .int(version)), ("state", .string(current))]))
+            let answer = {
+                request.respond(200, .object([("key", .string(key)), ("version", .int(version)), ("state", .string(state))]))
             }
             if holders.isEmpty {
                 answer() // E/M -> M, or no other copy: no bus message at all
