@@ -173,6 +173,20 @@ public struct LockTable: Sendable {
             })
     }
 
+    /// Waits queued by `origin` under a tag below `tagBelow` (requests of an earlier run of that
+    /// node, whose clients went with it), at most `limit`: (resource, owner, tag).
+    public func waits(of origin: String, tagBelow: UInt64, limit: Int) -> [(resource: String, owner: String, tag: UInt64)] {
+        var out: [(resource: String, owner: String, tag: UInt64)] = []
+        guard waiterCount > 0 else { return out }
+        for (resource, state) in resources {
+            for w in state.waiters where w.origin == origin && w.tag < tagBelow {
+                out.append((resource, w.owner, w.tag))
+                if out.count >= limit { return out }
+            }
+        }
+        return out
+    }
+
     /// Every held or awaited resource, sorted by name.
     public func allStatus() -> [ResourceStatus] {
         resources.keys.sorted().map { status($0) }

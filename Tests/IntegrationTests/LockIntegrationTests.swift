@@ -392,6 +392,26 @@ final class LockIntegrationTests: XCTestCase {
         try waitUntil("C's wait withdrawn", seconds: 3) { try self.status(l, "ghost")["waiters"]?.arrayValue?.count == 0 }
     }
 
+    /// A node SIGKILLed with a client's acquire waiting took that client's connection with it;
+    /// restarted, it withdraws the wait its earlier run left queued (it would otherwise take
+    /// the lock for nobody when the holder lets go).
+    func testARestartedNodeWithdrawsTheWaitsOfItsEarlierRun() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        let follower = c.nodes.first { $0.id != l.id }!
+        XCTAssertEqual(try acquire(l, "orphan", "A").status, 200)
+        let waiting = Async { try? self.acquire(follower, "orphan", "B", wait: 120_000) }
+        try waitUntil("B queued", seconds: 5) { try self.status(l, "orphan")["waiters"]?.arrayValue?.count == 1 }
+        follower.kill9()
+        _ = try waiting.result()
+        XCTAssertEqual(try status(l, "orphan")["waiters"]?.arrayValue?.count, 1, "the wait outlives its node")
+        try follower.start()
+        let took = try waitUntil("the earlier run's wait withdrawn", seconds: 10) { try self.status(l, "orphan")["waiters"]?.arrayValue?.count == 0 }
+        print("wait of the killed run withdrawn \(took) s after the restart began")
+        XCTAssertEqual(try release(l, "orphan", "A").status, 200)
+        XCTAssertEqual(try status(l, "orphan")["mode"]?.stringValue, "free")
+    }
+
     /// An owner that asks again while it waits (its first request gave up or is still open)
     /// takes its wait over, in its place, instead of being refused: the first request is told
     /// 409 `conflict` (superseded) and the second gets the grant.

@@ -459,6 +459,22 @@ final class LockTableTests: XCTestCase {
         XCTAssertEqual(h.waiters("r"), [])
     }
 
+    func testWaitsOfAnOriginBelowATagAreListed() {
+        let h = Harness()
+        h.acquire("r", "a")
+        h.acquire("s", "a")
+        let old = h.acquire("r", "b", wait: 5_000, origin: "n2")
+        let newer = h.acquire("s", "c", wait: 5_000, origin: "n2")
+        h.acquire("r", "d", wait: 5_000, origin: "n3")
+        let listed = h.table.waits(of: "n2", tagBelow: newer.tag, limit: 10)
+        XCTAssertEqual(listed.map(\.tag), [old.tag])
+        XCTAssertEqual(listed.first?.resource, "r")
+        XCTAssertEqual(listed.first?.owner, "b")
+        XCTAssertEqual(h.table.waits(of: "n2", tagBelow: .max, limit: 10).count, 2)
+        XCTAssertEqual(h.table.waits(of: "n2", tagBelow: .max, limit: 1).count, 1)
+        XCTAssertEqual(h.table.waits(of: "n9", tagBelow: .max, limit: 10).count, 0)
+    }
+
     func testTakenOverWaitIsGrantedToTheNewRequestWithItsLease() {
         let h = Harness()
         h.acquire("r", "a")

@@ -33,6 +33,12 @@ public final class LockService: NodeService {
     private var abandoned: [UInt64: (resource: String, owner: String)] = [:]
     static let maxAbandoned = 10_000
     private var nextTag: UInt64
+    /// Tags of this run of the node start here; a smaller tag of this node's id in the table is
+    /// a request of an earlier run (see `withdrawWaitsOfEarlierRuns`).
+    private let firstTag: UInt64
+    /// Waits of earlier runs proposed for withdrawal, by tag: when (monotonic ms). Proposed
+    /// again if still queued 5 s later (the proposal was lost); forgotten once gone.
+    private var withdrawnOrphans: [UInt64: Int64] = [:]
     private var nextReadContext: UInt64 = 1
     private var pendingReads: [UInt64: (index: UInt64, answer: () -> Void)] = [:]
     /// Leader: answers for other origins gathered during one applied round.
@@ -57,6 +63,7 @@ public final class LockService: NodeService {
         self.driver = RaftDriver(node: node)
         // Tags start from the wall clock so a restarted node never reuses a tag from its past.
         nextTag = UInt64(max(1, EventLoop.wallMs())) << 16
+        firstTag = nextTag + 1
         driver.hooks = RaftDriver.Hooks(
             apply: { [weak self] entry in self?.apply(entry) },
             restore: { [weak self] snapshot in self?.restore(snapshot) },
@@ -92,6 +99,26 @@ public final class LockService: NodeService {
         timers.append(node.loop.every(ms: 10) { [weak self] in self?.leaderDuties() })
         timers.append(node.loop.every(ms: 1000) { [weak self] in self?.recordMetrics() })
         timers.append(node.loop.every(ms: LockService.clientCheckMs) { [weak self] in self?.dropWaitsOfGoneClients() })
+        timers.append(node.loop.every(ms: 1000) { [weak self] in self?.withdrawWaitsOfEarlierRuns() })
+    }
+
+    /// A node that was killed (SIGKILL, a crash) took its waiting clients' connections with it,
+    /// but their waits stay queued in the replicated table and would later take the lock for
+    /// nobody. Restarted, the node withdraws every wait still queued under its id by an earlier
+    /// run (a tag below this run's first). Waits only: a grant of an earlier run may have been
+    /// answered to its client before the crash, so it keeps its lease.
+    private func withdrawWaitsOfEarlierRuns() {
+        guard !stopping, driver.status != nil else { return }
+        let orphans = table.waits(of: node.config.id, tagBelow: firstTag, limit: 256)
+        let now = EventLoop.monoMs()
+        var still: [UInt64: Int64] = [:]
+        for o in orphans {
+            if let at = withdrawnOrphans[o.tag], now - at < 5000 { still[o.tag] = at; continue }
+            still[o.tag] = now
+            node.metrics.increment("concord_lock_waits_abandoned_total")
+            withdrawWait(tag: o.tag, resource: o.resource, owner: o.owner)
+        }
+        withdrawnOrphans = still
     }
 
     /// How often waiting acquires check that their client is still connected.
