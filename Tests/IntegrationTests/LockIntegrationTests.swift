@@ -392,6 +392,21 @@ final class LockIntegrationTests: XCTestCase {
         try waitUntil("C's wait withdrawn", seconds: 3) { try self.status(l, "ghost")["waiters"]?.arrayValue?.count == 0 }
     }
 
+    /// With no majority, a waiting acquire is answered 503 (with Retry-After) soon after its
+    /// wait_ms, not when the 10 s request deadline passes, nor granted seconds late.
+    func testAWaitNoLeaderCanDecideIsAnswered503SoonAfterItsWait() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        XCTAssertEqual(try acquire(l, "undecided", "A").status, 200)
+        for n in c.nodes where n.id != l.id { n.kill9() }
+        let started = Date()
+        let r = try acquire(l, "undecided", "B", wait: 500)
+        let took = Date().timeIntervalSince(started)
+        XCTAssertEqual(r.status, 503, r.text)
+        XCTAssertNotNil(r.headers["retry-after"], "\(r.headers)")
+        XCTAssertLessThan(took, 5, "answered \(took) s after a 0.5 s wait")
+    }
+
     /// A node SIGKILLed with a client's acquire waiting took that client's connection with it;
     /// restarted, it withdraws the wait its earlier run left queued (it would otherwise take
     /// the lock for nobody when the holder lets go).

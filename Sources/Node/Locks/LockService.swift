@@ -121,6 +121,9 @@ public final class LockService: NodeService {
         withdrawnOrphans = still
     }
 
+    /// How long after its wait_ms a waiting acquire may go undecided before it is answered 503.
+    static let waitDecisionGraceMs = 2000
+
     /// How often waiting acquires check that their client is still connected.
     static let clientCheckMs = 200
 
@@ -192,8 +195,12 @@ public final class LockService: NodeService {
         let command = LockCommand.acquire(AcquireCommand(resource: resource, owner: owner, mode: mode == "shared" ? .shared : .exclusive,
                                                          ttlMs: ttl, waitMs: wait, requestId: requestId, origin: node.config.id, tag: tag, nowMs: 0))
         if wait > 0 {
-            // The wait is decided by the table (a timeout event); the HTTP deadline only backs it up.
-            request.extendDeadline(ms: Int(wait) + node.config.requestDeadlineMs)
+            // The wait is decided by the table (a timeout event the leader proposes when it is
+            // due). The HTTP deadline only backs it up: with no leader able to decide within
+            // `waitDecisionGraceMs` after wait_ms (no majority, Redis down), the client gets
+            // 503 then, not a grant seconds after the wait it asked for; the wait is withdrawn
+            // and a grant that comes late anyway is released (`abandon`).
+            request.extendDeadline(ms: Int(wait) + min(node.config.requestDeadlineMs, LockService.waitDecisionGraceMs))
         }
         request.onAbandon = { [weak self] in self?.abandon(tag: tag, command: command) }
         try submit(command, tag: tag, request: request)
