@@ -427,6 +427,24 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertEqual(try status(l, "orphan")["mode"]?.stringValue, "free")
     }
 
+    /// A node that dies and stays down: once the failure detector has found it dead for 5 s,
+    /// the leader withdraws the waits it queued (its clients went with it).
+    func testTheLeaderWithdrawsTheWaitsOfANodeThatStaysDown() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        let follower = c.nodes.first { $0.id != l.id }!
+        XCTAssertEqual(try acquire(l, "stranded", "A").status, 200)
+        let waiting = Async { try? self.acquire(follower, "stranded", "B", wait: 120_000) }
+        try waitUntil("B queued", seconds: 5) { try self.status(l, "stranded")["waiters"]?.arrayValue?.count == 1 }
+        follower.kill9()
+        _ = try waiting.result()
+        let took = try waitUntil("the dead node's wait withdrawn", seconds: 20) { try self.status(l, "stranded")["waiters"]?.arrayValue?.count == 0 }
+        print("wait of a node that stayed down withdrawn \(took) s after its kill")
+        XCTAssertGreaterThan(took, 3, "withdrawn before the node could be found dead")
+        XCTAssertEqual(try release(l, "stranded", "A").status, 200)
+        XCTAssertEqual(try status(l, "stranded")["mode"]?.stringValue, "free")
+    }
+
     /// An owner that asks again while it waits (its first request gave up or is still open)
     /// takes its wait over, in its place, instead of being refused: the first request is told
     /// 409 `conflict` (superseded) and the second gets the grant.

@@ -39,6 +39,13 @@ public final class LockService: NodeService {
     /// Waits of earlier runs proposed for withdrawal, by tag: when (monotonic ms). Proposed
     /// again if still queued 5 s later (the proposal was lost); forgotten once gone.
     private var withdrawnOrphans: [UInt64: Int64] = [:]
+    /// Leader: since when (monotonic ms) each other node has been seen not alive.
+    private var silentSince: [String: Int64] = [:]
+    /// Leader: withdrawals proposed for waits of dead nodes, by (origin, tag): when.
+    private var deadOriginCancels: [OriginTag: Int64] = [:]
+    private struct OriginTag: Hashable { let origin: String; let tag: UInt64 }
+    /// A node the failure detector has found dead this long has its queued waits withdrawn.
+    static let deadOriginMs: Int64 = 5000
     private var nextReadContext: UInt64 = 1
     private var pendingReads: [UInt64: (index: UInt64, answer: () -> Void)] = [:]
     /// Leader: answers for other origins gathered during one applied round.
@@ -99,7 +106,45 @@ public final class LockService: NodeService {
         timers.append(node.loop.every(ms: 10) { [weak self] in self?.leaderDuties() })
         timers.append(node.loop.every(ms: 1000) { [weak self] in self?.recordMetrics() })
         timers.append(node.loop.every(ms: LockService.clientCheckMs) { [weak self] in self?.dropWaitsOfGoneClients() })
-        timers.append(node.loop.every(ms: 1000) { [weak self] in self?.withdrawWaitsOfEarlierRuns() })
+        timers.append(node.loop.every(ms: 1000) { [weak self] in
+            self?.withdrawWaitsOfEarlierRuns()
+            self?.withdrawWaitsOfDeadNodes()
+        })
+    }
+
+    /// Leader: a node that died and stays down took its waiting clients with it; their waits
+    /// would wait out their wait_ms and could then take the lock for nobody. Once the failure
+    /// detector has found a node dead for `deadOriginMs`, the leader withdraws the waits that
+    /// node queued (proposed again if still there 5 s later). Grants keep their leases. A node
+    /// that was only cut off and still holds such a client answers it 409 `timeout` ("the wait
+    /// was cancelled") when it applies the withdrawal.
+    private func withdrawWaitsOfDeadNodes() {
+        guard driver.isLeader, !stopping else {
+            silentSince.removeAll()
+            deadOriginCancels.removeAll()
+            return
+        }
+        let now = EventLoop.monoMs()
+        var origins = Set(node.config.members)
+        for m in node.membership.members() { origins.insert(m.id) }
+        origins.remove(node.config.id)
+        var proposed: [OriginTag: Int64] = [:]
+        for origin in origins.sorted() {
+            if node.membership.isAlive(origin) { silentSince[origin] = nil; continue }
+            let since = silentSince[origin] ?? now
+            silentSince[origin] = since
+            guard now - since >= LockService.deadOriginMs else { continue }
+            for w in table.waits(of: origin, tagBelow: .max, limit: 256) {
+                let key = OriginTag(origin: origin, tag: w.tag)
+                if let at = deadOriginCancels[key], now - at < 5000 { proposed[key] = at; continue }
+                proposed[key] = now
+                node.metrics.increment("concord_lock_waits_abandoned_total")
+                let cancelTag = takeTag()
+                routeInternal(.cancelWait(CancelWaitCommand(resource: w.resource, owner: w.owner, origin: origin, tag: w.tag, nowMs: 0)), tag: cancelTag)
+            }
+        }
+        deadOriginCancels = proposed
+        for origin in silentSince.keys where !origins.contains(origin) { silentSince[origin] = nil }
     }
 
     /// A node that was killed (SIGKILL, a crash) took its waiting clients' connections with it,
