@@ -22,8 +22,10 @@
   ARGV[8]  commit index
   ARGV[9]  index of the first entry that follows (0 when none)
   ARGV[10] n, the number of entries
-  ARGV[11 .. 10+n]        encoded entries, consecutive indexes from ARGV[9]
-  ARGV[11+n ..]           pairs: channel, message (bus frames to PUBLISH after the writes)
+  ARGV[11 .. 10+2n]       pairs: index (decimal), encoded entry; consecutive indexes from ARGV[9],
+                          laid out as ZADD takes them, so they go to Redis as they came (no Lua
+                          table per entry, no number formatting)
+  ARGV[11+2n ..]          pairs: channel, message (bus frames to PUBLISH after the writes)
 
   Reply: the number of entries now in the log.
   Errors (nothing written): "BADARG <what>".
@@ -33,7 +35,7 @@ local mode = ARGV[1]
 local first = tonumber(ARGV[9])
 local n = tonumber(ARGV[10])
 if mode ~= 'none' and mode ~= 'replace' and mode ~= 'compact' then return redis.error_reply('BADARG snapshot mode') end
-if not first or not n or n < 0 or #ARGV < 10 + n or (#ARGV - 10 - n) % 2 ~= 0 then
+if not first or not n or n < 0 or #ARGV < 10 + 2 * n or (#ARGV - 10) % 2 ~= 0 then
   return redis.error_reply('BADARG entry count or message pairs')
 end
 if mode ~= 'none' then
@@ -47,24 +49,19 @@ if mode ~= 'none' then
   end
 end
 if n > 0 then
-  rcall('ZREMRANGEBYSCORE', KEYS[2], first, '+inf')
+  rcall('ZREMRANGEBYSCORE', KEYS[2], ARGV[9], '+inf')
   -- One variadic ZADD per 500 entries (Lua's C stack bounds unpack).
-  local i = 1
-  while i <= n do
-    local args = {}
-    local last = math.min(n, i + 499)
-    for j = i, last do
-      args[#args + 1] = first + j - 1
-      args[#args + 1] = ARGV[10 + j]
-    end
-    rcall('ZADD', KEYS[2], unpack(args))
-    i = last + 1
+  local i, last = 11, 10 + 2 * n
+  while i <= last do
+    local j = math.min(last, i + 999)
+    rcall('ZADD', KEYS[2], unpack(ARGV, i, j))
+    i = j + 1
   end
 end
 if ARGV[5] == '1' then
   rcall('HSET', KEYS[1], 'term', ARGV[6], 'vote', ARGV[7], 'commit', ARGV[8])
 end
-for i = 11 + n, #ARGV, 2 do
+for i = 11 + 2 * n, #ARGV, 2 do
   rcall('PUBLISH', ARGV[i], ARGV[i + 1])
 end
 return rcall('ZCARD', KEYS[2])

@@ -371,7 +371,7 @@ final class RaftDriver {
     /// frames to publish after the writes.
     static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])]) -> [[UInt8]] {
         var args: [[UInt8]] = [Array(mode.utf8)]
-        args.reserveCapacity(11 + entries.count + 2 * frames.count)
+        args.reserveCapacity(11 + 2 * entries.count + 2 * frames.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
         args.append(Array(String(snapshot?.term ?? 0).utf8))
         args.append(snapshot.map(RaftDriver.encodeSnapshotData) ?? [])
@@ -382,7 +382,10 @@ final class RaftDriver {
         }
         args.append(Array(String(entries.first?.index ?? 0).utf8))
         args.append(Array(String(entries.count).utf8))
-        for entry in entries { args.append(RaftDriver.encodeEntry(entry)) }
+        for entry in entries {
+            args.append(Array(String(entry.index).utf8))
+            args.append(RaftDriver.encodeEntry(entry))
+        }
         for frame in frames {
             args.append(Array(frame.channel.utf8))
             args.append(frame.bytes)
