@@ -300,15 +300,16 @@ public struct LockTable: Sendable {
     }
 
     /// A second acquire by an owner already waiting for the resource: the same proposal seen
-    /// again is answered `queued` again. Another request for the same mode with a wait takes the
-    /// wait over, keeping its place in the queue: a client that gave up and asked again (its
-    /// connection dropped, its HTTP client timed out) waits where it waited, with the new
-    /// request's lease and wait time, and the older request is told `superseded`. A request
-    /// without a wait, or for the other mode, is refused; the wait stays as it was.
+    /// again is answered `queued` again. A newer request through the same node (a higher tag
+    /// of the same origin: tags only grow) for the same mode with a wait takes the wait over,
+    /// keeping its place in the queue: a client that asked again waits where it waited, with
+    /// the new request's lease and wait time, and the older request is told `superseded`. Only
+    /// newer: a late duplicate of the older proposal (a forward sent again) must not take the
+    /// wait back. Any other request is refused; the wait stays as it was.
     private mutating func answerSecondWait(_ existing: Waiter, _ command: AcquireCommand, _ step: inout ApplyStep) {
         if existing.origin == command.origin && existing.tag == command.tag {
             step.events.append(.queued(origin: command.origin, tag: command.tag))
-        } else if command.mode == existing.mode, command.waitMs > 0,
+        } else if command.origin == existing.origin, command.tag > existing.tag, command.mode == existing.mode, command.waitMs > 0,
                   let index = resources[command.resource]?.waiterIndex(command.owner) {
             counters.retried += 1
             takeOver(command, index, &step)

@@ -445,17 +445,23 @@ final class LockTableTests: XCTestCase {
         XCTAssertEqual(noWait.events, [.rejected(origin: "n1", tag: noWait.tag, reason: .alreadyWaiting)])
         let otherMode = h.acquire("r", "b", .shared, wait: 5_000)
         XCTAssertEqual(otherMode.events, [.rejected(origin: "n1", tag: otherMode.tag, reason: .alreadyWaiting)])
-        // The client gave up and asked again (another node, no request id): it takes the wait
-        // over in its place (ahead of c), with its own lease and wait time.
+        // Through another node: refused (its tag cannot be ordered against the first's).
+        let elsewhere = h.acquire("r", "b", wait: 5_000, origin: "n2")
+        XCTAssertEqual(elsewhere.events, [.rejected(origin: "n2", tag: elsewhere.tag, reason: .alreadyWaiting)])
+        // The client asked again through the same node (no request id): it takes the wait over
+        // in its place (ahead of c), with its own lease and wait time.
         h.now += 4_000
-        let retry = h.acquire("r", "b", ttl: 7_000, wait: 3_000, origin: "n2")
-        XCTAssertEqual(retry.events, [.superseded(origin: "n1", tag: first.tag), .queued(origin: "n2", tag: retry.tag)])
+        let retry = h.acquire("r", "b", ttl: 7_000, wait: 3_000)
+        XCTAssertEqual(retry.events, [.superseded(origin: "n1", tag: first.tag), .queued(origin: "n1", tag: retry.tag)])
+        // A late duplicate of the first proposal does not take it back.
+        let duplicate = h.acquire("r", "b", wait: 5_000, tag: first.tag)
+        XCTAssertEqual(duplicate.events, [.rejected(origin: "n1", tag: first.tag, reason: .alreadyWaiting)])
         XCTAssertEqual(h.waiters("r"), ["b", "c"])
         // The first request's deadline (5 s after it) is no longer the wait's: at 5 s nothing of
         // b's ends (c, queued at the same time, times out); at 7 s (the retry's 3 s) it does.
         XCTAssertEqual(h.tick(advance: 1_500), [.timedOut(origin: "n1", tag: c.tag)])
         XCTAssertEqual(h.waiters("r"), ["b"])
-        XCTAssertEqual(h.tick(advance: 1_600), [.timedOut(origin: "n2", tag: retry.tag)])
+        XCTAssertEqual(h.tick(advance: 1_600), [.timedOut(origin: "n1", tag: retry.tag)])
         XCTAssertEqual(h.waiters("r"), [])
     }
 
@@ -478,11 +484,11 @@ final class LockTableTests: XCTestCase {
     func testTakenOverWaitIsGrantedToTheNewRequestWithItsLease() {
         let h = Harness()
         h.acquire("r", "a")
-        let first = h.acquire("r", "b", wait: 60_000, origin: "n1")
+        let first = h.acquire("r", "b", wait: 60_000, origin: "n3")
         let retry = h.acquire("r", "b", ttl: 9_000, wait: 60_000, origin: "n3")
-        XCTAssertEqual(retry.events, [.superseded(origin: "n1", tag: first.tag), .queued(origin: "n3", tag: retry.tag)])
+        XCTAssertEqual(retry.events, [.superseded(origin: "n3", tag: first.tag), .queued(origin: "n3", tag: retry.tag)])
         // Cancelling the superseded request withdraws nothing.
-        XCTAssertEqual(h.cancel("r", "b", tag: first.tag, origin: "n1"), [])
+        XCTAssertEqual(h.cancel("r", "b", tag: first.tag, origin: "n3"), [])
         let release = h.release("r", "a")
         let grant = h.grant(release.events, tag: retry.tag)
         XCTAssertEqual(grant?.owner, "b")

@@ -201,15 +201,25 @@ public final class CacheService: NodeService {
             missCounter.increment(by: 1)
         }
         let until = deadline ?? now + 3 * leaseMs
+        // Our own dirty copy must reach Redis (or be found superseded) before a read script
+        // runs: the script would take it for a copy lost in a restart. If that write-back
+        // failed (Redis away), the read answers 503 rather than risk it.
+        let afterOwnWriteBack = { [unowned self] (ok: Bool) in
+            if ok {
+                self.fill(request, key, attempt: attempt, deadline: until)
+            } else {
+                request.fail(HTTPError.unavailable("this node's modified copy of '\(key)' could not be written back yet"))
+            }
+        }
         if pendingFlush[key] != nil {
             // Our evicted dirty copy is still on its way back: finish that first.
-            writeBackPending(key) { [unowned self] _ in self.fill(request, key, attempt: attempt, deadline: until) }
+            writeBackPending(key, afterOwnWriteBack)
             return
         }
         if let e = store.peek(key), e.line.dirty {
             // Our own dirty copy whose lease ran out: write it back (if nobody superseded it),
-            // then read like anybody else; never let a read script discard it as lost.
-            flush(key, next: "M") { [unowned self] _ in self.fill(request, key, attempt: attempt, deadline: until) }
+            // then read like anybody else.
+            flush(key, next: "M", afterOwnWriteBack)
             return
         }
         fill(request, key, attempt: attempt, deadline: until)

@@ -139,8 +139,10 @@ public final class LockService: NodeService {
                 if let at = deadOriginCancels[key], now - at < 5000 { proposed[key] = at; continue }
                 proposed[key] = now
                 node.metrics.increment("concord_lock_waits_abandoned_total")
-                let cancelTag = takeTag()
-                routeInternal(.cancelWait(CancelWaitCommand(resource: w.resource, owner: w.owner, origin: origin, tag: w.tag, nowMs: 0)), tag: cancelTag)
+                // Proposed here only, never forwarded (a forward must carry the sender's own
+                // origin); if leadership moves meanwhile, the next leader does it again.
+                let cancel = LockCommand.cancelWait(CancelWaitCommand(resource: w.resource, owner: w.owner, origin: origin, tag: w.tag, nowMs: 0))
+                _ = driver.propose(LockService.stamped(cancel, nowMs: EventLoop.wallMs()).encode())
             }
         }
         deadOriginCancels = proposed
@@ -438,7 +440,7 @@ public final class LockService: NodeService {
             if case .deadlock = event { node.metrics.increment("concord_lock_deadlocks_total") }
             guard let origin = event.origin, let tag = event.tag else { continue }
             if origin == node.config.id {
-                deliver(event, tag: tag)
+                deliver(event, tag: tag, index: entry.index)
             } else if driver.isLeader, event.isFinal, let answer = LockService.answer(event) {
                 // Batched per origin: one PUBLISH per node per applied round.
                 let body = answer.body.bytes
@@ -465,8 +467,8 @@ public final class LockService: NodeService {
         }
     }
 
-    /// Answers the origin's pending request for an event of its own.
-    private func deliver(_ event: LockEvent, tag: UInt64) {
+    /// Answers the origin's pending request for an event of its own, applied at log `index`.
+    private func deliver(_ event: LockEvent, tag: UInt64, index: UInt64) {
         if case .queued = event {
             if pending[tag] != nil {
                 pending[tag]?.queued = true
@@ -478,8 +480,10 @@ public final class LockService: NodeService {
         }
         guard event.isFinal else { return }
         guard let p = pending.removeValue(forKey: tag) else {
-            // The client is gone: never leave a lock granted to nobody.
-            if abandoned.removeValue(forKey: tag) != nil, case .granted(_, _, _, let grant) = event {
+            // The client is gone: never leave a lock granted to nobody. Only a grant this entry
+            // made (its token is this index or above): a re-acquire answered with the owner's
+            // existing grant (an older token) is a hold the client already had and keeps.
+            if abandoned.removeValue(forKey: tag) != nil, case .granted(_, _, _, let grant) = event, grant.fencingToken >= index {
                 let releaseTag = takeTag()
                 let release = LockCommand.release(ReleaseCommand(resource: grant.resource, owner: grant.owner, fencingToken: grant.fencingToken, origin: node.config.id, tag: releaseTag, nowMs: 0))
                 routeInternal(release, tag: releaseTag)
@@ -487,7 +491,7 @@ public final class LockService: NodeService {
             return
         }
         recordOutcome(event)
-        if let answer = LockService.answer(event) { p.request.respond(answer.status, answer.body) }
+        if let answer = LockService.answer(event) { p.request.respond(answer.status, answer.body, headers: LockService.headers(answer.status)) }
     }
 
     private func flushNotifications() {
@@ -518,7 +522,7 @@ public final class LockService: NodeService {
                 p.request.respond(200, bytes: body, contentType: "application/json", headers: [])
             } else if let json = try? JSONParser.parse(body) {
                 recordNotified(status: status, body: json)
-                p.request.respond(status, json)
+                p.request.respond(status, json, headers: LockService.headers(status))
             }
         }
     }
@@ -651,6 +655,9 @@ public final class LockService: NodeService {
 
     // MARK: answers
 
+    /// A 503 carries `Retry-After` (CONTRACT §2).
+    static func headers(_ status: Int) -> [(String, String)] { status == 503 ? [("Retry-After", "1")] : [] }
+
     static func answer(_ event: LockEvent) -> (status: Int, body: JSONValue)? {
         func error(_ status: Int, _ code: String, _ message: String, _ extra: [(String, JSONValue)] = []) -> (Int, JSONValue) {
             (status, .object([("error", .string(code)), ("message", .string(message))] + extra))
@@ -663,7 +670,9 @@ public final class LockService: NodeService {
         case .timedOut: return error(409, "timeout", "wait_ms passed before the lock was granted")
         case .deadlock(_, _, let cycle):
             return error(409, "deadlock", "waiting would close a cycle; this request was chosen as the victim", [("cycle", .array(cycle.map { .string($0) }))])
-        case .cancelled: return error(409, "timeout", "the wait was cancelled")
+        // Only a withdrawal by the system reaches a client still waiting (the leader found its
+        // node dead while it was cut off): not the client's outcome, so retry, not "timeout".
+        case .cancelled: return (503, .object([("error", .string("unavailable")), ("message", .string("the wait was withdrawn: this node was unreachable; retry"))]))
         case .superseded: return error(409, "conflict", "superseded: a newer acquire by this owner took over the wait")
         case .rejected(_, _, let reason):
             switch reason {

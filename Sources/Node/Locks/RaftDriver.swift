@@ -133,6 +133,14 @@ final class RaftDriver {
             logger.info("raft state loaded", metadata: ["term": "\(core.status.term)", "commit": "\(core.status.commitIndex)", "last_index": "\(core.status.lastLogIndex)", "snapshot": "\(core.status.snapshotIndex)"])
             scheduleProcess()
         } catch {
+            if let image {
+                // What Redis holds is not even a readable log (e.g. a FLUSHALL, then writes that
+                // started a log with a gap): this node's memory is its state.
+                self.image = nil
+                logger.error("stored raft state is unreadable (\(error)); writing it back from memory")
+                writeBack(image)
+                return
+            }
             // Corrupt stored state is not something to paper over: refuse to run Raft on it.
             logger.critical("stored raft state is corrupt: \(error)")
             node.loop.after(ms: 1000) { [weak self] in self?.load() }
@@ -186,14 +194,27 @@ final class RaftDriver {
     /// Raft allows to be stored late: nothing was sent on its account). Returns whether a
     /// write-back was started (the load follows it).
     private func writeBackIfLost(stored: PersistentState?, image: PersistentState) -> Bool {
+        // Anything this node stored, Redis must still hold: its term and vote, and its log as
+        // far as it reaches (acknowledged entries count toward a commit elsewhere, even above
+        // this node's own commit index). Memory holds all of it, so any difference is written.
         let storedTerm = stored?.hardState.term ?? 0
         let storedLast = max(stored?.snapshot?.index ?? 0, stored?.entries.last?.index ?? 0)
-        guard storedTerm < image.hardState.term || storedLast < image.hardState.commit else { return false }
+        let storedLastTerm = stored?.entries.last?.term ?? stored?.snapshot?.term ?? 0
+        let imageLast = max(image.snapshot?.index ?? 0, image.entries.last?.index ?? 0)
+        let imageLastTerm = image.entries.last?.term ?? image.snapshot?.term ?? 0
+        guard storedTerm != image.hardState.term || stored?.hardState.vote != image.hardState.vote
+                || storedLast < imageLast || storedLastTerm != imageLastTerm else { return false }
+        logger.error("redis holds less raft state than this node had (redis lost data, or a write failed): writing it back from memory", metadata: [
+            "stored_term": "\(storedTerm)", "stored_last_index": "\(storedLast)",
+            "term": "\(image.hardState.term)", "last_index": "\(imageLast)", "commit": "\(image.hardState.commit)", "snapshot": "\(image.snapshot?.index ?? 0)"])
+        writeBack(image)
+        return true
+    }
+
+    /// Stores `image` as this node's whole Raft state (snapshot, log, hard state), then loads.
+    private func writeBack(_ image: PersistentState) {
         writeBacks += 1
         node.metrics.increment("concord_raft_state_written_back_total")
-        logger.error("redis holds less raft state than this node had (redis lost data?): writing it back from memory", metadata: [
-            "stored_term": "\(storedTerm)", "stored_last_index": "\(storedLast)",
-            "term": "\(image.hardState.term)", "commit": "\(image.hardState.commit)", "snapshot": "\(image.snapshot?.index ?? 0)"])
         let args = RaftDriver.persistArgs(mode: image.snapshot == nil ? "none" : "replace", snapshot: image.snapshot,
                                           hardState: image.hardState, entries: image.entries, frames: [])
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
@@ -206,7 +227,6 @@ final class RaftDriver {
             }
             self.load()
         }
-        return true
     }
 
     private func waitForRedisThenLoad() {
@@ -369,7 +389,8 @@ final class RaftDriver {
 
     /// `raft_persist`'s arguments (see its header): snapshot, hard state, entries, then bus
     /// frames to publish after the writes.
-    static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])]) -> [[UInt8]] {
+    static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])],
+                            expectStored: Bool = false) -> [[UInt8]] {
         var args: [[UInt8]] = [Array(mode.utf8)]
         args.reserveCapacity(11 + 2 * entries.count + 2 * frames.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
@@ -382,6 +403,7 @@ final class RaftDriver {
         }
         args.append(Array(String(entries.first?.index ?? 0).utf8))
         args.append(Array(String(entries.count).utf8))
+        args.append(Array((expectStored ? "1" : "0").utf8))
         for entry in entries {
             args.append(Array(String(entry.index).utf8))
             args.append(RaftDriver.encodeEntry(entry))
@@ -401,7 +423,8 @@ final class RaftDriver {
             let frame = node.bus.frame(to: message.to, type: .raft, payload: message.encode())
             return (frame.channel, frame.bytes)
         }
-        let args = RaftDriver.persistArgs(mode: mode, snapshot: snapshot, hardState: rd.hardState, entries: rd.entries, frames: frames)
+        let args = RaftDriver.persistArgs(mode: mode, snapshot: snapshot, hardState: rd.hardState, entries: rd.entries, frames: frames,
+                                          expectStored: storedHardState != nil)
         let started = EventLoop.monoMicros()
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
             // How long Redis took to store a Ready, as seen by this node (etcd's WAL fsync
