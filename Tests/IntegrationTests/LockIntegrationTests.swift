@@ -196,27 +196,37 @@ final class LockIntegrationTests: XCTestCase {
     func testRedisRestartWithoutPersistenceKeepsGrantsByWritingStateBack() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)
-        var tokens: [String: JSONValue] = [:]
-        for i in 0..<5 {
-            let r = try acquire(c.nodes[i % 3], "v\(i)", "o", ttl: 120_000)
-            XCTAssertEqual(r.status, 200)
-            tokens["v\(i)"] = r.json?["fencing_token"]
-        }
-        try c.redis.restart()
-        try waitLeader(c, seconds: 15)
-        var next: HTTPResponse?
-        try waitUntil("grants again after a data-losing restart", seconds: 15) {
-            next = try self.acquire(c.nodes[1], "again", "o2")
-            return next?.status == 200
-        }
-        let largest = tokens.values.compactMap { $0.int64Value }.max() ?? .max
-        XCTAssertGreaterThan(next?.json?["fencing_token"]?.int64Value ?? 0, largest, c.dumpLogs())
-        for (resource, token) in tokens {
-            let s = try status(c.nodes[2], resource)
-            XCTAssertEqual(s["holders"]?.arrayValue?.first?["fencing_token"], token, "\(resource) lost: \(s)")
+        try grantsSurvive(c, prefix: "v") {
+            try c.redis.restart()
+            try self.waitLeader(c, seconds: 15)
         }
         XCTAssertTrue(c.nodes.contains { $0.log.contains("writing it back from memory") }, c.dumpLogs())
         XCTAssertFalse(c.nodes.contains { $0.log.contains("corrupt") }, c.dumpLogs())
+    }
+
+    /// Grants 3 locks, runs `loseData`, then requires a new grant with a larger token and every
+    /// earlier grant held with its token. Returns the new token.
+    @discardableResult
+    private func grantsSurvive(_ c: TestCluster, prefix: String, _ loseData: () throws -> Void) throws -> Int64 {
+        var tokens: [String: JSONValue] = [:]
+        for i in 0..<3 {
+            let r = try acquire(c.nodes[i], "\(prefix)\(i)", "o", ttl: 120_000)
+            XCTAssertEqual(r.status, 200)
+            tokens["\(prefix)\(i)"] = r.json?["fencing_token"]
+        }
+        try loseData()
+        var next: HTTPResponse?
+        try waitUntil("grants again after losing Redis's data", seconds: 15) {
+            next = try self.acquire(c.nodes[1], "\(prefix)-after", "o2")
+            return next?.status == 200
+        }
+        let token = next?.json?["fencing_token"]?.int64Value ?? 0
+        XCTAssertGreaterThan(token, tokens.values.compactMap { $0.int64Value }.max() ?? .max, c.dumpLogs())
+        for (resource, held) in tokens {
+            let s = try status(c.nodes[2], resource)
+            XCTAssertEqual(s["holders"]?.arrayValue?.first?["fencing_token"], held, "\(resource) lost: \(s)")
+        }
+        return token
     }
 
     /// FLUSHALL empties Redis without dropping any connection: the next Raft write finds its
@@ -225,29 +235,13 @@ final class LockIntegrationTests: XCTestCase {
     func testFlushallIsNoticedAndTheStateWrittenBack() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)
-        var tokens: [String: JSONValue] = [:]
-        for i in 0..<3 {
-            let r = try acquire(c.nodes[i], "f\(i)", "o", ttl: 120_000)
-            XCTAssertEqual(r.status, 200)
-            tokens["f\(i)"] = r.json?["fencing_token"]
-        }
-        _ = try c.redis.cli("FLUSHALL")
-        var next: HTTPResponse?
-        try waitUntil("grants again after FLUSHALL", seconds: 15) {
-            next = try self.acquire(c.nodes[1], "after-flush", "o2")
-            return next?.status == 200
-        }
-        let largest = tokens.values.compactMap { $0.int64Value }.max() ?? .max
-        XCTAssertGreaterThan(next?.json?["fencing_token"]?.int64Value ?? 0, largest, c.dumpLogs())
-        for (resource, token) in tokens {
-            XCTAssertEqual(try status(c.nodes[2], resource)["holders"]?.arrayValue?.first?["fencing_token"], token, resource)
-        }
+        let next = try grantsSurvive(c, prefix: "f") { _ = try c.redis.cli("FLUSHALL") }
         // Every node can still load its state (a restart reads what was written back).
         let n = c.nodes[0]
         n.kill9()
         try n.start()
         try waitUntil("the restarted node catches up", seconds: 10) {
-            (try? n.client(timeoutMs: 1000).get("/raft/state").json?["commit_index"]?.int64Value ?? 0) ?? 0 >= (next?.json?["fencing_token"]?.int64Value ?? .max)
+            (try? n.client(timeoutMs: 1000).get("/raft/state").json?["commit_index"]?.int64Value ?? 0) ?? 0 >= next
         }
         XCTAssertFalse(n.log.contains("corrupt"), n.log)
     }
@@ -443,18 +437,25 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertLessThan(took, 5, "answered \(took) s after a 0.5 s wait")
     }
 
+    /// A holds `resource` through the leader; B waits for it through a follower, which is then
+    /// SIGKILLed (B's client connection goes with it). Returns (leader, killed follower).
+    private func holdThenWaitThroughAFollowerAndKillIt(_ c: TestCluster, _ resource: String) throws -> (NodeProcess, NodeProcess) {
+        let l = try waitLeader(c)
+        let follower = c.nodes.first { $0.id != l.id }!
+        XCTAssertEqual(try acquire(l, resource, "A").status, 200)
+        let waiting = Async { try? self.acquire(follower, resource, "B", wait: 120_000) }
+        try waitUntil("B queued", seconds: 5) { try self.status(l, resource)["waiters"]?.arrayValue?.count == 1 }
+        follower.kill9()
+        _ = try waiting.result()
+        return (l, follower)
+    }
+
     /// A node SIGKILLed with a client's acquire waiting took that client's connection with it;
     /// restarted, it withdraws the wait its earlier run left queued (it would otherwise take
     /// the lock for nobody when the holder lets go).
     func testARestartedNodeWithdrawsTheWaitsOfItsEarlierRun() throws {
         let c = try TestCluster(nodes: 3)
-        let l = try waitLeader(c)
-        let follower = c.nodes.first { $0.id != l.id }!
-        XCTAssertEqual(try acquire(l, "orphan", "A").status, 200)
-        let waiting = Async { try? self.acquire(follower, "orphan", "B", wait: 120_000) }
-        try waitUntil("B queued", seconds: 5) { try self.status(l, "orphan")["waiters"]?.arrayValue?.count == 1 }
-        follower.kill9()
-        _ = try waiting.result()
+        let (l, follower) = try holdThenWaitThroughAFollowerAndKillIt(c, "orphan")
         XCTAssertEqual(try status(l, "orphan")["waiters"]?.arrayValue?.count, 1, "the wait outlives its node")
         try follower.start()
         let took = try waitUntil("the earlier run's wait withdrawn", seconds: 10) { try self.status(l, "orphan")["waiters"]?.arrayValue?.count == 0 }
@@ -467,13 +468,7 @@ final class LockIntegrationTests: XCTestCase {
     /// the leader withdraws the waits it queued (its clients went with it).
     func testTheLeaderWithdrawsTheWaitsOfANodeThatStaysDown() throws {
         let c = try TestCluster(nodes: 3)
-        let l = try waitLeader(c)
-        let follower = c.nodes.first { $0.id != l.id }!
-        XCTAssertEqual(try acquire(l, "stranded", "A").status, 200)
-        let waiting = Async { try? self.acquire(follower, "stranded", "B", wait: 120_000) }
-        try waitUntil("B queued", seconds: 5) { try self.status(l, "stranded")["waiters"]?.arrayValue?.count == 1 }
-        follower.kill9()
-        _ = try waiting.result()
+        let (l, _) = try holdThenWaitThroughAFollowerAndKillIt(c, "stranded")
         let took = try waitUntil("the dead node's wait withdrawn", seconds: 20) { try self.status(l, "stranded")["waiters"]?.arrayValue?.count == 0 }
         print("wait of a node that stayed down withdrawn \(took) s after its kill")
         XCTAssertGreaterThan(took, 3, "withdrawn before the node could be found dead")
