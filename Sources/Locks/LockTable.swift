@@ -224,8 +224,9 @@ public struct LockTable: Sendable {
                     let grant = extendLease(resource, index, ttlMs: command.ttlMs, step.nowMs)
                     step.events.append(.granted(origin: command.origin, tag: command.tag, requestId: requestId, grant: grant))
                 } else {
-                    // The grant has ended since; answer as the first time, make nothing new.
-                    step.events.append(.granted(origin: command.origin, tag: command.tag, requestId: requestId, grant: record.grant))
+                    // The grant has ended since (released, expired, handed on): make nothing
+                    // new, and do not answer "granted" either; another owner may hold it now.
+                    reject(command.origin, command.tag, .grantEnded, &step)
                 }
                 return
             }

@@ -182,6 +182,9 @@ public enum LockRejection: String, Sendable, Hashable, CaseIterable {
     /// The owner already waits for this resource under another request (and no matching
     /// `requestId` made this a retry).
     case alreadyWaiting = "already_waiting"
+    /// A retry with a `requestId` whose grant has ended since (released, expired): answering
+    /// it "granted" again would tell a client it holds what another may hold now.
+    case grantEnded = "grant_ended"
 }
 
 /// What a committed command produced. Events carrying `(origin, tag)` answer the request that

@@ -512,6 +512,13 @@ final class LockIntegrationTests: XCTestCase {
         let b = try acquire(c.nodes[1], "idem", "o", requestId: "req-1")
         XCTAssertEqual(a.status, 200); XCTAssertEqual(b.status, 200)
         XCTAssertEqual(a.json?["fencing_token"], b.json?["fencing_token"])
+        // Once that grant has ended, a retry is not told "granted" (another owner holds it now).
+        XCTAssertEqual(try release(c.nodes[0], "idem", "o").status, 200)
+        XCTAssertEqual(try acquire(c.nodes[1], "idem", "p").status, 200)
+        let late = try acquire(c.nodes[2], "idem", "o", requestId: "req-1")
+        XCTAssertEqual(late.status, 409, late.text)
+        XCTAssertEqual(late.json?["error"]?.stringValue, "conflict")
+        XCTAssertEqual(try status(c.nodes[0], "idem")["holders"]?.arrayValue?.compactMap { $0["owner"]?.stringValue }, ["p"])
     }
 
     func testBadInputAnswers400AndChangesNothing() throws {

@@ -360,12 +360,12 @@ final class LockTableTests: XCTestCase {
                                                             fencingToken: grant.fencingToken, expiresAtMs: h.now + 1_000))])
         XCTAssertEqual(h.table.heldCount, 1)
 
-        // After the lock was released (and taken by someone else), a late retry still gets the
-        // original answer and makes no second grant.
+        // After the lock was released (and taken by someone else), a late retry makes no second
+        // grant and is not told "granted" either (b holds it now).
         h.release("r", "a")
         h.acquire("r", "b")
         let late = h.acquire("r", "a", ttl: 1_000, requestId: "req-1")
-        XCTAssertEqual(late.events, [.granted(origin: "n1", tag: late.tag, requestId: "req-1", grant: grant)])
+        XCTAssertEqual(late.events, [.rejected(origin: "n1", tag: late.tag, reason: .grantEnded)])
         XCTAssertEqual(h.holders("r"), ["b"])
         XCTAssertEqual(h.table.counters.retried, 2)
 

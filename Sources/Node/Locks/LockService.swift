@@ -678,6 +678,7 @@ public final class LockService: NodeService {
             switch reason {
             case .invalidArgument: return error(400, "bad_request", "invalid argument")
             case .alreadyWaiting: return error(409, "conflict", "this owner already waits for the resource in another mode (or this request has no wait_ms)")
+            case .grantEnded: return error(409, "conflict", "the grant made for this request_id has ended (released or expired); acquire again with a new request_id")
             default: return (503, .object([("error", .string("unavailable")), ("message", .string("lock table limit reached: \(reason.rawValue)"))]))
             }
         case .released: return (200, .object([("released", .bool(true))]))
