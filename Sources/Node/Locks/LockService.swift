@@ -541,7 +541,8 @@ public final class LockService: NodeService {
     }
 
     private func rememberAbandoned(_ tag: UInt64, _ a: AcquireCommand) {
-        if abandoned.count >= LockService.maxAbandoned, let any = abandoned.keys.first { abandoned[any] = nil }
+        // Full (rare): forget the oldest (tags only grow), whose late grant is least likely.
+        if abandoned.count >= LockService.maxAbandoned, let oldest = abandoned.keys.min() { abandoned[oldest] = nil }
         abandoned[tag] = (a.resource, a.owner)
     }
 
