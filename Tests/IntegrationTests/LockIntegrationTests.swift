@@ -452,6 +452,28 @@ final class LockIntegrationTests: XCTestCase {
         return (l, follower)
     }
 
+    /// A holder's re-acquire that was abandoned (503 with no majority) and committed later is
+    /// answered with the holder's existing grant; the node must not release that grant (it is
+    /// the hold the client already had), only grants the abandoned request itself made.
+    func testAnAbandonedReacquireDoesNotReleaseTheHoldersGrant() throws {
+        let c = try TestCluster(nodes: 3)
+        let l = try waitLeader(c)
+        let held = try acquire(l, "kept", "A", ttl: 120_000)
+        XCTAssertEqual(held.status, 200)
+        let followers = c.nodes.filter { $0.id != l.id }
+        for n in followers { n.kill9() }
+        XCTAssertEqual(try acquire(l, "kept", "A", ttl: 120_000, wait: 300).status, 503)
+        for n in followers { try n.start() }
+        try waitLeader(c, seconds: 15)
+        // Entries are applied in log order: once later writes are answered, the re-acquire (and
+        // any release it would have caused, proposed when it applied) is applied too.
+        try waitUntil("writes again", seconds: 15) { try self.acquire(c.nodes[0], "later1", "X").status == 200 }
+        XCTAssertEqual(try acquire(c.nodes[1], "later2", "Y").status, 200)
+        let s = try status(c.nodes[2], "kept")
+        XCTAssertEqual(s["holders"]?.arrayValue?.first?["owner"]?.stringValue, "A", "\(s)")
+        XCTAssertEqual(s["holders"]?.arrayValue?.first?["fencing_token"], held.json?["fencing_token"], "\(s)")
+    }
+
     /// A node SIGKILLed with a client's acquire waiting took that client's connection with it;
     /// restarted, it withdraws the wait its earlier run left queued (it would otherwise take
     /// the lock for nobody when the holder lets go).
