@@ -31,25 +31,17 @@ static void concord_redis_on_writable(evutil_socket_t fd, short what, void *arg)
     redisAsyncHandleWrite(((concord_redis_events *)arg)->context);
 }
 
-static void concord_redis_add_read(void *privdata) {
-    concord_redis_events *e = (concord_redis_events *)privdata;
-    if (!e->reading) { e->reading = 1; event_add(e->read_event, NULL); }
+/* Adds or deletes one persistent event, only when that changes anything. */
+static void concord_redis_set(struct event *ev, int *active, int on) {
+    if (*active == on) return;
+    *active = on;
+    if (on) event_add(ev, NULL); else event_del(ev);
 }
 
-static void concord_redis_del_read(void *privdata) {
-    concord_redis_events *e = (concord_redis_events *)privdata;
-    if (e->reading) { e->reading = 0; event_del(e->read_event); }
-}
-
-static void concord_redis_add_write(void *privdata) {
-    concord_redis_events *e = (concord_redis_events *)privdata;
-    if (!e->writing) { e->writing = 1; event_add(e->write_event, NULL); }
-}
-
-static void concord_redis_del_write(void *privdata) {
-    concord_redis_events *e = (concord_redis_events *)privdata;
-    if (e->writing) { e->writing = 0; event_del(e->write_event); }
-}
+static void concord_redis_add_read(void *p) { concord_redis_events *e = p; concord_redis_set(e->read_event, &e->reading, 1); }
+static void concord_redis_del_read(void *p) { concord_redis_events *e = p; concord_redis_set(e->read_event, &e->reading, 0); }
+static void concord_redis_add_write(void *p) { concord_redis_events *e = p; concord_redis_set(e->write_event, &e->writing, 1); }
+static void concord_redis_del_write(void *p) { concord_redis_events *e = p; concord_redis_set(e->write_event, &e->writing, 0); }
 
 static void concord_redis_cleanup(void *privdata) {
     concord_redis_events *e = (concord_redis_events *)privdata;

@@ -323,14 +323,15 @@ public struct LockTable: Sendable {
     /// deadline; its place, mode and age (`sinceMs`, `acquiredIndex`) stay.
     private mutating func takeOver(_ command: AcquireCommand, _ index: Int, _ step: inout ApplyStep) {
         let old = resources[command.resource]!.waiters[index]
-        let deadlineMs = step.nowMs.addingSaturated(command.waitMs)
-        resources[command.resource]!.waiters[index].origin = command.origin
-        resources[command.resource]!.waiters[index].tag = command.tag
-        resources[command.resource]!.waiters[index].requestId = command.requestId
-        resources[command.resource]!.waiters[index].ttlMs = command.ttlMs
-        if deadlineMs != old.deadlineMs {
-            resources[command.resource]!.waiters[index].deadlineMs = deadlineMs
-            deadlines.push(Deadline(timeMs: deadlineMs, kind: .wait, resource: command.resource, owner: command.owner))
+        var waiter = old
+        waiter.origin = command.origin
+        waiter.tag = command.tag
+        waiter.requestId = command.requestId
+        waiter.ttlMs = command.ttlMs
+        waiter.deadlineMs = step.nowMs.addingSaturated(command.waitMs)
+        resources[command.resource]!.waiters[index] = waiter
+        if waiter.deadlineMs != old.deadlineMs {
+            deadlines.push(Deadline(timeMs: waiter.deadlineMs, kind: .wait, resource: command.resource, owner: command.owner))
         }
         step.events.append(.superseded(origin: old.origin, tag: old.tag))
         step.events.append(.queued(origin: command.origin, tag: command.tag))

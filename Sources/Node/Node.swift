@@ -147,13 +147,7 @@ public final class ConcordNode {
         redis.send(["CONFIG", "GET", "append*"]) { [weak self] reply in
             guard let self else { return }
             var config: [String: String] = [:]
-            if let items = reply.array {
-                var i = 0
-                while i + 1 < items.count {
-                    if let k = items[i].string, let v = items[i + 1].string { config[k] = v }
-                    i += 2
-                }
-            }
+            for (k, v) in reply.pairs { if let k = k.string, let v = v.string { config[k] = v } }
             let mode: String
             switch (config["appendonly"], config["appendfsync"]) {
             case ("yes", "always"?): mode = "always"

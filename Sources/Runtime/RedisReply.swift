@@ -70,4 +70,10 @@ public enum RedisReply: Equatable, Sendable {
     }
 
     public var array: [RedisReply]? { if case .array(let a) = self { return a } else { return nil } }
+
+    /// A flat field/value array (HGETALL, CONFIG GET) as pairs; an odd last item is dropped.
+    public var pairs: [(field: RedisReply, value: RedisReply)] {
+        guard let items = array else { return [] }
+        return stride(from: 0, to: items.count - 1, by: 2).map { (items[$0], items[$0 + 1]) }
+    }
 }

@@ -34,18 +34,17 @@ public final class LockService: NodeService {
     static let maxAbandoned = 10_000
     private var nextTag: UInt64
     /// Tags of this run of the node start here; a smaller tag of this node's id in the table is
-    /// a request of an earlier run (see `withdrawWaitsOfEarlierRuns`).
+    /// a request of an earlier run (see `withdrawOrphanedWaits`).
     private let firstTag: UInt64
-    /// Waits of earlier runs proposed for withdrawal, by tag: when (monotonic ms). Proposed
-    /// again if still queued 5 s later (the proposal was lost); forgotten once gone.
-    private var withdrawnOrphans: [UInt64: Int64] = [:]
+    /// Withdrawals proposed for orphaned waits, by (origin, tag): when (monotonic ms).
+    private var orphanWithdrawals: [OriginTag: Int64] = [:]
     /// Leader: since when (monotonic ms) each other node has been seen not alive.
     private var silentSince: [String: Int64] = [:]
-    /// Leader: withdrawals proposed for waits of dead nodes, by (origin, tag): when.
-    private var deadOriginCancels: [OriginTag: Int64] = [:]
     private struct OriginTag: Hashable { let origin: String; let tag: UInt64 }
     /// A node the failure detector has found dead this long has its queued waits withdrawn.
     static let deadOriginMs: Int64 = 5000
+    /// A withdrawal of an orphaned wait still queued this long later is proposed again.
+    static let orphanRetryMs: Int64 = 5000
     private var nextReadContext: UInt64 = 1
     private var pendingReads: [UInt64: (index: UInt64, answer: () -> Void)] = [:]
     /// Leader: answers for other origins gathered during one applied round.
@@ -106,66 +105,60 @@ public final class LockService: NodeService {
         timers.append(node.loop.every(ms: 10) { [weak self] in self?.leaderDuties() })
         timers.append(node.loop.every(ms: 1000) { [weak self] in self?.recordMetrics() })
         timers.append(node.loop.every(ms: LockService.clientCheckMs) { [weak self] in self?.dropWaitsOfGoneClients() })
-        timers.append(node.loop.every(ms: 1000) { [weak self] in
-            self?.withdrawWaitsOfEarlierRuns()
-            self?.withdrawWaitsOfDeadNodes()
-        })
+        timers.append(node.loop.every(ms: 1000) { [weak self] in self?.withdrawOrphanedWaits() })
     }
 
-    /// Leader: a node that died and stays down took its waiting clients with it; their waits
-    /// would wait out their wait_ms and could then take the lock for nobody. Once the failure
-    /// detector has found a node dead for `deadOriginMs`, the leader withdraws the waits that
-    /// node queued (proposed again if still there 5 s later). Grants keep their leases. A node
-    /// that was only cut off and still holds such a client answers it 409 `timeout` ("the wait
-    /// was cancelled") when it applies the withdrawal.
-    private func withdrawWaitsOfDeadNodes() {
-        guard driver.isLeader, !stopping else {
-            silentSince.removeAll()
-            deadOriginCancels.removeAll()
-            return
-        }
+    /// Waits whose clients are gone with their node, withdrawn once a second (each proposal made
+    /// again if its wait is still queued `orphanRetryMs` later, i.e. it was lost):
+    /// - a node killed (SIGKILL, a crash) and restarted withdraws the waits its earlier run left
+    ///   queued (tags below this run's first);
+    /// - the leader withdraws the waits of a node the failure detector has found dead for
+    ///   `deadOriginMs`, for a node that stays down. Proposed by the leader itself, never
+    ///   forwarded (a forward carries the sender's own origin); a next leader does it again.
+    /// Waits only: a grant may have been answered before the crash, so it keeps its lease. A
+    /// node that was only cut off answers a client it still holds 503 (`.cancelled`).
+    private func withdrawOrphanedWaits() {
+        guard !stopping, driver.status != nil else { return }
         let now = EventLoop.monoMs()
-        var origins = Set(node.config.members)
-        for m in node.membership.members() { origins.insert(m.id) }
-        origins.remove(node.config.id)
+        var orphans = table.waits(of: node.config.id, tagBelow: firstTag, limit: 256).map { (origin: node.config.id, wait: $0) }
+        if driver.isLeader {
+            for origin in deadOrigins(now: now) {
+                orphans += table.waits(of: origin, tagBelow: .max, limit: 256).map { (origin: origin, wait: $0) }
+            }
+        } else {
+            silentSince.removeAll()
+        }
         var proposed: [OriginTag: Int64] = [:]
-        for origin in origins.sorted() {
-            if node.membership.isAlive(origin) { silentSince[origin] = nil; continue }
-            let since = silentSince[origin] ?? now
-            silentSince[origin] = since
-            guard now - since >= LockService.deadOriginMs else { continue }
-            for w in table.waits(of: origin, tagBelow: .max, limit: 256) {
-                let key = OriginTag(origin: origin, tag: w.tag)
-                if let at = deadOriginCancels[key], now - at < 5000 { proposed[key] = at; continue }
-                proposed[key] = now
-                node.metrics.increment("concord_lock_waits_abandoned_total")
-                // Proposed here only, never forwarded (a forward must carry the sender's own
-                // origin); if leadership moves meanwhile, the next leader does it again.
+        for (origin, w) in orphans {
+            let key = OriginTag(origin: origin, tag: w.tag)
+            if let at = orphanWithdrawals[key], now - at < LockService.orphanRetryMs { proposed[key] = at; continue }
+            proposed[key] = now
+            node.metrics.increment("concord_lock_waits_abandoned_total")
+            if origin == node.config.id {
+                withdrawWait(tag: w.tag, resource: w.resource, owner: w.owner)
+            } else {
                 let cancel = LockCommand.cancelWait(CancelWaitCommand(resource: w.resource, owner: w.owner, origin: origin, tag: w.tag, nowMs: 0))
                 _ = driver.propose(LockService.stamped(cancel, nowMs: EventLoop.wallMs()).encode())
             }
         }
-        deadOriginCancels = proposed
-        for origin in silentSince.keys where !origins.contains(origin) { silentSince[origin] = nil }
+        orphanWithdrawals = proposed
     }
 
-    /// A node that was killed (SIGKILL, a crash) took its waiting clients' connections with it,
-    /// but their waits stay queued in the replicated table and would later take the lock for
-    /// nobody. Restarted, the node withdraws every wait still queued under its id by an earlier
-    /// run (a tag below this run's first). Waits only: a grant of an earlier run may have been
-    /// answered to its client before the crash, so it keeps its lease.
-    private func withdrawWaitsOfEarlierRuns() {
-        guard !stopping, driver.status != nil else { return }
-        let orphans = table.waits(of: node.config.id, tagBelow: firstTag, limit: 256)
-        let now = EventLoop.monoMs()
-        var still: [UInt64: Int64] = [:]
-        for o in orphans {
-            if let at = withdrawnOrphans[o.tag], now - at < 5000 { still[o.tag] = at; continue }
-            still[o.tag] = now
-            node.metrics.increment("concord_lock_waits_abandoned_total")
-            withdrawWait(tag: o.tag, resource: o.resource, owner: o.owner)
+    /// Leader: the other nodes the failure detector has found dead for `deadOriginMs` as seen
+    /// from here (`silentSince` counts from this node's first sight of each as not alive).
+    private func deadOrigins(now: Int64) -> [String] {
+        var origins = Set(node.config.members)
+        for m in node.membership.members() { origins.insert(m.id) }
+        origins.remove(node.config.id)
+        for origin in silentSince.keys where !origins.contains(origin) { silentSince[origin] = nil }
+        var dead: [String] = []
+        for origin in origins.sorted() {
+            if node.membership.isAlive(origin) { silentSince[origin] = nil; continue }
+            let since = silentSince[origin] ?? now
+            silentSince[origin] = since
+            if now - since >= LockService.deadOriginMs { dead.append(origin) }
         }
-        withdrawnOrphans = still
+        return dead
     }
 
     /// How long after its wait_ms a waiting acquire may go undecided before it is answered 503.

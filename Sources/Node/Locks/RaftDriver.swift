@@ -55,7 +55,6 @@ final class RaftDriver {
     private var proposedAtMicros: [UInt64: Int64] = [:]
     /// This node's Raft state as the dropped core held it (see `writeBackIfLost`).
     private var image: PersistentState?
-    private(set) var writeBacks = 0
 
     init(node: ConcordNode) {
         self.node = node
@@ -188,8 +187,8 @@ final class RaftDriver {
     /// without its data (no AOF, a lost AOF, a FLUSHALL) takes every copy at once, and Raft's
     /// majority cannot help: the nodes would start again from term 0, hand out fencing tokens
     /// already used, and forget held locks. A running node still has its state in memory. If
-    /// what Redis holds is behind it (a lower term, or fewer entries than the node knew
-    /// committed), the node writes its state back, then loads it as usual. That is safe: memory
+    /// what Redis holds differs from it (term, vote, or the end of the log), the node writes its
+    /// state back, then loads it as usual. That is safe: memory
     /// holds everything this node ever stored (and perhaps a Ready whose write failed, which
     /// Raft allows to be stored late: nothing was sent on its account). Returns whether a
     /// write-back was started (the load follows it).
@@ -213,7 +212,6 @@ final class RaftDriver {
 
     /// Stores `image` as this node's whole Raft state (snapshot, log, hard state), then loads.
     private func writeBack(_ image: PersistentState) {
-        writeBacks += 1
         node.metrics.increment("concord_raft_state_written_back_total")
         let args = RaftDriver.persistArgs(mode: image.snapshot == nil ? "none" : "replace", snapshot: image.snapshot,
                                           hardState: image.hardState, entries: image.entries, frames: [])
@@ -459,9 +457,7 @@ final class RaftDriver {
     static func decodeState(hard: RedisReply, snapshot: RedisReply, log: RedisReply) throws -> PersistentState? {
         func fields(_ r: RedisReply) -> [String: [UInt8]] {
             var out: [String: [UInt8]] = [:]
-            let items = r.array ?? []
-            var i = 0
-            while i + 1 < items.count { out[items[i].string ?? ""] = items[i + 1].bytes ?? []; i += 2 }
+            for (k, v) in r.pairs { out[k.string ?? ""] = v.bytes ?? [] }
             return out
         }
         let h = fields(hard), s = fields(snapshot)
