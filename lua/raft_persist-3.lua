@@ -7,7 +7,7 @@
   an append acknowledgement). `allow-oom`: Raft's own small writes must not fail because the
   queue filled Redis's memory.
 
-  KEYS[1]  concord:<cluster>:raft:{<node>}:hard      hash: term, vote, commit
+  KEYS[1]  concord:<cluster>:raft:{<node>}:hard      hash: term, vote, commit, wseq
   KEYS[2]  concord:<cluster>:raft:{<node>}:log       zset: score = entry index, member = encoded entry
   KEYS[3]  concord:<cluster>:raft:{<node>}:snapshot  hash: index, term, data (voters + state machine)
 
@@ -23,26 +23,37 @@
   ARGV[9]  index of the first entry that follows (0 when none)
   ARGV[10] n, the number of entries
   ARGV[11] "1" when this node has stored a hard state before (so KEYS[1] must exist), else "0"
-  ARGV[12 .. 11+2n]       pairs: index (decimal), encoded entry; consecutive indexes from ARGV[9],
+  ARGV[12] the number (wseq) of the write this one follows, "" for none: the node pipelines its
+           writes on one connection, and a write runs only if the one before it was stored
+  ARGV[13] this write's number, stored as wseq
+  ARGV[14 .. 13+2n]       pairs: index (decimal), encoded entry; consecutive indexes from ARGV[9],
                           laid out as ZADD takes them, so they go to Redis as they came (no Lua
                           table per entry, no number formatting)
-  ARGV[12+2n ..]          pairs: channel, message (bus frames to PUBLISH after the writes)
+  ARGV[14+2n ..]          pairs: channel, message (bus frames to PUBLISH after the writes)
 
   Reply: the number of entries now in the log.
   Errors (nothing written): "BADARG <what>"; "LOST <what>" when ARGV[11] is "1" and the hard
   state is gone (Redis lost this node's state without the connection dropping, e.g. FLUSHALL):
-  the node then writes its whole state back from memory instead of starting a log with a gap.
+  the node then writes its whole state back from memory instead of starting a log with a gap;
+  "SEQ <what>" when ARGV[12] is not the stored wseq (an earlier write of the pipeline failed, so
+  this one must not run: its messages may speak for what that write carried).
 ]]
 local rcall = redis.call
 local mode = ARGV[1]
 local first = tonumber(ARGV[9])
 local n = tonumber(ARGV[10])
 if mode ~= 'none' and mode ~= 'replace' and mode ~= 'compact' then return redis.error_reply('BADARG snapshot mode') end
-if not first or not n or n < 0 or #ARGV < 11 + 2 * n or (#ARGV - 11) % 2 ~= 0 then
+if not first or not n or n < 0 or #ARGV < 13 + 2 * n or (#ARGV - 13) % 2 ~= 0 then
   return redis.error_reply('BADARG entry count or message pairs')
 end
 if ARGV[11] == '1' and rcall('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('LOST raft hard state is gone from redis')
+end
+if ARGV[12] ~= '' then
+  local stored = rcall('HGET', KEYS[1], 'wseq')
+  if stored ~= ARGV[12] then
+    return redis.error_reply('SEQ write ' .. ARGV[13] .. ' follows write ' .. ARGV[12] .. ', redis holds ' .. tostring(stored))
+  end
 end
 if mode ~= 'none' then
   local index = tonumber(ARGV[2])
@@ -57,7 +68,7 @@ end
 if n > 0 then
   rcall('ZREMRANGEBYSCORE', KEYS[2], ARGV[9], '+inf')
   -- One variadic ZADD per 500 entries (Lua's C stack bounds unpack).
-  local i, last = 12, 11 + 2 * n
+  local i, last = 14, 13 + 2 * n
   while i <= last do
     local j = math.min(last, i + 999)
     rcall('ZADD', KEYS[2], unpack(ARGV, i, j))
@@ -65,9 +76,11 @@ if n > 0 then
   end
 end
 if ARGV[5] == '1' then
-  rcall('HSET', KEYS[1], 'term', ARGV[6], 'vote', ARGV[7], 'commit', ARGV[8])
+  rcall('HSET', KEYS[1], 'term', ARGV[6], 'vote', ARGV[7], 'commit', ARGV[8], 'wseq', ARGV[13])
+else
+  rcall('HSET', KEYS[1], 'wseq', ARGV[13])
 end
-for i = 12 + 2 * n, #ARGV, 2 do
+for i = 14 + 2 * n, #ARGV, 2 do
   rcall('PUBLISH', ARGV[i], ARGV[i + 1])
 end
 return rcall('ZCARD', KEYS[2])

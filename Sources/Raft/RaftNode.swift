@@ -73,7 +73,10 @@ public final class RaftNode {
     private var lastHardState: HardState
     private var lastReportedRole: Role = .follower
     private var lastReportedLeader: NodeID?
-    private var outstandingReady: (applyThrough: UInt64, lastEntry: Entry?)?
+    /// Readies handed out and not yet advanced, oldest first. A runtime may write several at
+    /// once (pipelined, on one ordered connection) and advance them in the order it got them.
+    private var outstandingReadies: [(applyThrough: UInt64, lastEntry: Entry?)] = []
+    private var outstandingHead = 0
 
     // MARK: - Init
 
@@ -767,9 +770,18 @@ public final class RaftNode {
             || role != lastReportedRole || leader != lastReportedLeader
     }
 
+    /// Readies handed out by `ready()` and not yet `advance`d.
+    public var outstandingReadyCount: Int { outstandingReadies.count - outstandingHead }
+
     /// Collects everything to persist, send and apply. Call `advance` when done.
+    ///
+    /// `ready()` may be called again before the earlier Readies are advanced (pipelined writes),
+    /// on these terms: Readies are persisted in the order they were handed out, each one's
+    /// messages are sent only after it and every earlier Ready were persisted, and `advance` is
+    /// called in the same order. A later Ready's messages may speak for state an earlier one
+    /// carries (an acknowledgement covers entries handed out before), which is why the order
+    /// is the whole contract.
     public func ready() -> Ready {
-        precondition(outstandingReady == nil, "ready() called again before advance()")
         flushBroadcast()
         var rd = Ready()
         let current = hardState
@@ -797,7 +809,7 @@ public final class RaftNode {
         rd.roleChanged = role != lastReportedRole || leader != lastReportedLeader
         lastReportedRole = role
         lastReportedLeader = leader
-        outstandingReady = (log.applyingThrough, rd.entries.last)
+        outstandingReadies.append((log.applyingThrough, rd.entries.last))
         return rd
     }
 
@@ -818,12 +830,18 @@ public final class RaftNode {
         return entries
     }
 
-    /// Acknowledges that `ready` was persisted, sent and applied.
+    /// Acknowledges that `ready`, the oldest Ready not yet advanced, was persisted, sent and
+    /// applied.
     public func advance(_ ready: Ready) {
-        guard let outstanding = outstandingReady else {
+        guard outstandingHead < outstandingReadies.count else {
             preconditionFailure("advance() without ready()")
         }
-        outstandingReady = nil
+        let outstanding = outstandingReadies[outstandingHead]
+        outstandingHead += 1
+        if outstandingHead == outstandingReadies.count {
+            outstandingReadies.removeAll(keepingCapacity: true)
+            outstandingHead = 0
+        }
         if let snapshot = ready.snapshot {
             log.persistedLast = max(log.persistedLast, min(snapshot.index, log.lastIndex))
         }

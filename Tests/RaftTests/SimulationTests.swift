@@ -37,6 +37,7 @@ final class SimulationTests: XCTestCase {
         var snapshots = 0
         var reads = 0
         var midReady = 0
+        var pipelined = 0
         var failures = 0
         for seed in seeds {
             let report = Simulation(seed: seed, options: .standard(seed: seed)).run()
@@ -46,6 +47,7 @@ final class SimulationTests: XCTestCase {
             snapshots += report.snapshotsInstalled
             reads += report.readsServed
             midReady += report.midReadyApplies
+            pipelined += report.pipelinedReadies
             if let elect = report.stepsToElectAfterFaults { electSteps.append(elect) }
             if let commit = report.stepsToCommitAfterFaults { commitSteps.append(commit) }
             if let violation = report.violation {
@@ -62,9 +64,11 @@ final class SimulationTests: XCTestCase {
         }
         // The mid-Ready path (messages stepped and entries applied before advance) must be exercised.
         if seeds.count >= 100 { XCTAssertGreaterThan(midReady, 0, "no Ready ever applied entries committed mid-Ready") }
+        // So must pipelined writes (a Ready handed out while an earlier one is unwritten).
+        if seeds.count >= 100 { XCTAssertGreaterThan(pipelined, 0, "no Ready was ever handed out while another was outstanding") }
         print("""
             raft-sim: \(seeds.count) seeds in \(elapsed); \(steps) steps, \(nodeTicks) node ticks; \
-            committed \(committed) entries, \(snapshots) snapshots installed, \(reads) reads, \(midReady) mid-Ready applies; \
+            committed \(committed) entries, \(snapshots) snapshots installed, \(reads) reads, \(midReady) mid-Ready applies, \(pipelined) pipelined Readies; \
             steps to elect after faults: median \(percentile(electSteps, 0.5)) p99 \(percentile(electSteps, 0.99)) \
             worst \(electSteps.last ?? -1); to commit everywhere: median \(percentile(commitSteps, 0.5)) \
             worst \(commitSteps.last ?? -1)

@@ -5,13 +5,17 @@ import Runtime
 // MARK: - Raft driver: the pure core on the node's loop, persisted in Redis, talking over pub/sub
 //
 // Keys (one hash tag per node, so they could move to Redis Cluster together):
-//   concord:<cluster>:raft:{<node>}:hard       hash: term, vote, commit
+//   concord:<cluster>:raft:{<node>}:hard       hash: term, vote, commit, wseq (last write's number)
 //   concord:<cluster>:raft:{<node>}:log        zset: score = index, member = encoded entry
 //   concord:<cluster>:raft:{<node>}:snapshot   hash: index, term, data
 //
 // Persist before you speak: every Ready is written by one Lua script (`raft_persist`) on the
 // command connection, and its messages are PUBLISHed after it on the same connection, so Redis
 // executes the write before any peer can hear what depends on it — without waiting a round trip.
+// Writes are pipelined: up to `maxWritesInFlight` Readies are written at once, in order, on that
+// one connection. Each write names the number of the write it follows (`wseq`), and the script
+// refuses a write whose predecessor is not what Redis holds, so a failed write stops every write
+// queued behind it before anything of theirs is stored or published.
 // If a write fails (Redis away), the in-memory core may be ahead of what is stored: the driver
 // then throws the core away and rebuilds it from Redis once Redis is back, exactly like a
 // process restart, which Raft makes safe.
@@ -41,10 +45,17 @@ final class RaftDriver {
     private var logger: Logger { node.logger }
     private var tickTimer: LoopTimer?
     private var processScheduled = false
-    /// A Ready is being written; the next waits for its reply.
-    private var persistInFlight = false
-    /// The hard state Redis holds (term and vote decide whether a Ready must be written).
+    /// Readies handed out and not yet advanced, oldest first: ones being written wait for
+    /// their script's reply; ones with nothing to write (`writing == false`) wait only so their
+    /// messages go out after the writes before them.
+    private var outstanding: [(ready: Ready, writing: Bool)] = []
+    static let maxWritesInFlight = 4
+    /// The hard state of the last write sent (term and vote decide whether a Ready must be
+    /// written; writes execute in order, so it is what Redis holds once they have run).
     private var storedHardState: HardState?
+    /// The number of the last write sent (`wseq` in the hard-state hash), nil when Redis held
+    /// none at load: the next write then skips the check.
+    private var lastWriteSeq: UInt64?
     /// Bumped when the core is thrown away, so replies meant for the old core are ignored.
     private var generation = 0
     private var recovering = false
@@ -124,6 +135,7 @@ final class RaftDriver {
             let seed = UInt64(bitPattern: EventLoop.wallMs()) ^ UInt64(truncatingIfNeeded: node.config.id.hashValue)
             let core = RaftNode(config: config, restoring: state, seed: seed)
             storedHardState = state?.hardState
+            lastWriteSeq = RaftDriver.storedWriteSeq(hard: hard)
             hooks.restore(state?.snapshot)
             appliedIndex = state?.snapshot?.index ?? 0
             raft = core
@@ -154,7 +166,7 @@ final class RaftDriver {
         if let raft { image = captureImage(raft) }
         raft = nil
         generation += 1
-        persistInFlight = false
+        outstanding.removeAll()
         appliedSinceAdvance = false
         proposedAtMicros.removeAll()
         hooks.roleChange(.follower, nil)
@@ -213,8 +225,10 @@ final class RaftDriver {
     /// Stores `image` as this node's whole Raft state (snapshot, log, hard state), then loads.
     private func writeBack(_ image: PersistentState) {
         node.metrics.increment("concord_raft_state_written_back_total")
+        // No predecessor check: this write replaces whatever Redis holds.
         let args = RaftDriver.persistArgs(mode: image.snapshot == nil ? "none" : "replace", snapshot: image.snapshot,
-                                          hardState: image.hardState, entries: image.entries, frames: [])
+                                          hardState: image.hardState, entries: image.entries, frames: [],
+                                          writeSeq: (lastWriteSeq ?? 0) + 1)
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
             guard let self else { return }
             if let error = reply.errorMessage {
@@ -300,9 +314,9 @@ final class RaftDriver {
     /// meanwhile batch into the next Ready (group commit); entries a quorum commits meanwhile
     /// are applied at once (`applyCommitted`).
     private func process() {
-        if let raft, persistInFlight { applyCommitted(raft) }
+        if let raft, !outstanding.isEmpty { applyCommitted(raft) }
         var rounds = 0
-        while let raft, raft.hasReady, !persistInFlight, rounds < 16 {
+        while let raft, raft.hasReady, outstanding.count < RaftDriver.maxWritesInFlight, rounds < 16 {
             rounds += 1
             let rd = raft.ready()
             // Committed entries are already durable on a majority (and, for this node's own
@@ -310,22 +324,37 @@ final class RaftDriver {
             // answered — without waiting for this Ready's own write (often just the commit index).
             apply(rd, raft)
             if RaftDriver.needsPersist(rd, stored: storedHardState) {
-                persistInFlight = true
+                outstanding.append((rd, true))
                 let generation = self.generation
                 persist(rd) { [weak self] error in
                     guard let self, generation == self.generation else { return }
-                    self.persistInFlight = false
                     if let error { self.recover(error); return }
-                    if let hs = rd.hardState { self.storedHardState = hs }
-                    self.advance(rd, raft)
-                    self.scheduleProcess()
+                    self.completeOldestWrite()
                 }
-            } else {
+                if let hs = rd.hardState { storedHardState = hs }
+            } else if outstanding.isEmpty {
                 for message in rd.messages { node.bus.send(to: message.to, type: .raft, payload: message.encode()) }
                 advance(rd, raft)
+            } else {
+                // Its messages (an acknowledgement, say) may speak for entries still being written.
+                outstanding.append((rd, false))
             }
         }
-        if let raft, raft.hasReady, !persistInFlight { scheduleProcess() }
+        if let raft, raft.hasReady, outstanding.count < RaftDriver.maxWritesInFlight { scheduleProcess() }
+    }
+
+    /// The oldest write succeeded (replies come in the order the writes were sent): advance
+    /// it, then release the Readies with nothing to write that waited behind it.
+    private func completeOldestWrite() {
+        guard let raft, let first = outstanding.first, first.writing else { return }
+        outstanding.removeFirst()
+        advance(first.ready, raft)
+        while let next = outstanding.first, !next.writing {
+            outstanding.removeFirst()
+            for message in next.ready.messages { node.bus.send(to: message.to, type: .raft, payload: message.encode()) }
+            advance(next.ready, raft)
+        }
+        scheduleProcess()
     }
 
     /// Whether a Ready must be written before its messages go out. The commit index alone does
@@ -388,9 +417,9 @@ final class RaftDriver {
     /// `raft_persist`'s arguments (see its header): snapshot, hard state, entries, then bus
     /// frames to publish after the writes.
     static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])],
-                            expectStored: Bool = false) -> [[UInt8]] {
+                            expectStored: Bool = false, follows: UInt64? = nil, writeSeq: UInt64) -> [[UInt8]] {
         var args: [[UInt8]] = [Array(mode.utf8)]
-        args.reserveCapacity(11 + 2 * entries.count + 2 * frames.count)
+        args.reserveCapacity(13 + 2 * entries.count + 2 * frames.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
         args.append(Array(String(snapshot?.term ?? 0).utf8))
         args.append(snapshot.map(RaftDriver.encodeSnapshotData) ?? [])
@@ -402,6 +431,8 @@ final class RaftDriver {
         args.append(Array(String(entries.first?.index ?? 0).utf8))
         args.append(Array(String(entries.count).utf8))
         args.append(Array((expectStored ? "1" : "0").utf8))
+        args.append(follows.map { Array(String($0).utf8) } ?? [])
+        args.append(Array(String(writeSeq).utf8))
         for entry in entries {
             args.append(Array(String(entry.index).utf8))
             args.append(RaftDriver.encodeEntry(entry))
@@ -421,8 +452,11 @@ final class RaftDriver {
             let frame = node.bus.frame(to: message.to, type: .raft, payload: message.encode())
             return (frame.channel, frame.bytes)
         }
+        let seq = (lastWriteSeq ?? 0) + 1
         let args = RaftDriver.persistArgs(mode: mode, snapshot: snapshot, hardState: rd.hardState, entries: rd.entries, frames: frames,
-                                          expectStored: storedHardState != nil)
+                                          expectStored: storedHardState != nil || lastWriteSeq != nil,
+                                          follows: lastWriteSeq, writeSeq: seq)
+        lastWriteSeq = seq
         let started = EventLoop.monoMicros()
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
             // How long Redis took to store a Ready, as seen by this node (etcd's WAL fsync
@@ -452,6 +486,12 @@ final class RaftDriver {
         for v in s.voters.prefix(255) { let u = Array(v.utf8.prefix(255)); out.append(UInt8(u.count)); out += u }
         out += s.data
         return out
+    }
+
+    /// The number of the last write stored (`wseq`), if any.
+    static func storedWriteSeq(hard: RedisReply) -> UInt64? {
+        for (k, v) in hard.pairs where k.string == "wseq" { return v.string.flatMap { UInt64($0) } }
+        return nil
     }
 
     static func decodeState(hard: RedisReply, snapshot: RedisReply, log: RedisReply) throws -> PersistentState? {

@@ -35,6 +35,10 @@ public struct SimulationOptions: Sendable {
     /// Per Ready: before `advance`, deliver the messages due to this node and apply what that
     /// commits (`takeCommittedEntries`), as the runtime does while a Ready's write is in flight.
     public var midReadyDeliveryPerMille = 150
+    /// Per Ready handed out while others are outstanding: hand out one more before writing the
+    /// oldest (pipelined writes, as the runtime does), up to `maxPipelinedReadies` at once.
+    public var pipelinePerMille = 300
+    public var maxPipelinedReadies = 4
 
     public init() {}
 
@@ -63,6 +67,8 @@ public struct SimulationReport: Sendable {
     public var snapshotsInstalled: Int = 0
     /// Readies during which messages were stepped and the entries they committed applied.
     public var midReadyApplies: Int = 0
+    /// Readies handed out while an earlier one was still unwritten.
+    public var pipelinedReadies: Int = 0
     public var readsServed: Int = 0
 }
 
@@ -420,16 +426,31 @@ public final class Simulation {
 
     // MARK: - Ready handling and checks
 
-    /// Handles every Ready of one node: persist, check, send, apply, advance.
+    /// Handles every Ready of one node as the runtime does: when a Ready is handed out, its
+    /// snapshot is restored, its committed entries applied and its reads served; then it is
+    /// persisted, its messages sent, and it is advanced. Up to `maxPipelinedReadies` are handed
+    /// out before the oldest is written (pipelined writes), and always written, sent and
+    /// advanced oldest first; messages may be stepped (and what they commit applied) while
+    /// Readies are outstanding.
     private func drain(_ position: Int) throws {
         guard let raft = nodes[position].raft else { return }
         var rounds = 0
-        while raft.hasReady {
+        var pending: [Ready] = []
+        while raft.hasReady || !pending.isEmpty {
             rounds += 1
-            if rounds > 100 { throw SimViolation(text: "\(raft.id): hasReady never settles") }
-            let rd = raft.ready()
+            if rounds > 200 { throw SimViolation(text: "\(raft.id): hasReady never settles") }
+            if raft.hasReady && (pending.isEmpty
+                                 || (pending.count < options.maxPipelinedReadies && random.chance(options.pipelinePerMille))) {
+                let rd = raft.ready()
+                if pending.count > 0 { report.pipelinedReadies += 1 }
+                pending.append(rd)
+                try apply(rd, position: position)
+                if random.chance(options.midReadyDeliveryPerMille) { try deliverMidReady(position, raft) }
+                continue
+            }
+            let rd = pending.removeFirst()
             if faultsActive && random.chance(options.crashMidReadyPerMille) && crashAllowed() {
-                // Crash mid-Ready: maybe persisted, never sent, never advanced.
+                // Crash mid-Ready: maybe persisted, never sent, never advanced; later ones lost.
                 if random.chance(500) { try persist(rd, position: position) }
                 nodes[position].raft = nil
                 nodes[position].clockAccumulator = 0
@@ -437,8 +458,6 @@ public final class Simulation {
             }
             try persist(rd, position: position)
             for message in rd.messages { transmit(message) }
-            try apply(rd, position: position)
-            if random.chance(options.midReadyDeliveryPerMille) { try deliverMidReady(position, raft) }
             raft.advance(rd)
         }
         try checkNode(position)
@@ -450,8 +469,6 @@ public final class Simulation {
         if let snapshot = rd.snapshot {
             storage.snapshot = snapshot
             storage.entries = []
-            nodes[position].machine = try SimStateMachine(snapshotData: snapshot.data)
-            try checkSnapshotMachine(nodes[position].machine, snapshot: snapshot, node: id)
             report.snapshotsInstalled += 1
         }
         if let snapshot = rd.compactedSnapshot {
@@ -519,6 +536,10 @@ public final class Simulation {
     }
 
     private func apply(_ rd: Ready, position: Int) throws {
+        if let snapshot = rd.snapshot {
+            nodes[position].machine = try SimStateMachine(snapshotData: snapshot.data)
+            try checkSnapshotMachine(nodes[position].machine, snapshot: snapshot, node: nodes[position].id)
+        }
         try applyEntries(rd.committedEntries, position: position)
         try serveReads(rd, position: position)
     }
