@@ -8,7 +8,8 @@
   queue filled Redis's memory.
 
   KEYS[1]  concord:<cluster>:raft:{<node>}:hard      hash: term, vote, commit, wseq
-  KEYS[2]  concord:<cluster>:raft:{<node>}:log       zset: score = entry index, member = encoded entry
+  KEYS[2]  concord:<cluster>:raft:{<node>}:log       list: encoded entries in index order; the
+                                                    first is entry <snapshot index> + 1
   KEYS[3]  concord:<cluster>:raft:{<node>}:snapshot  hash: index, term, data (voters + state machine)
 
   ARGV[1]  snapshot mode: "none" | "replace" (received from the leader: the whole log goes)
@@ -26,13 +27,13 @@
   ARGV[12] the number (wseq) of the write this one follows, "" for none: the node pipelines its
            writes on one connection, and a write runs only if the one before it was stored
   ARGV[13] this write's number, stored as wseq
-  ARGV[14 .. 13+2n]       pairs: index (decimal), encoded entry; consecutive indexes from ARGV[9],
-                          laid out as ZADD takes them, so they go to Redis as they came (no Lua
-                          table per entry, no number formatting)
-  ARGV[14+2n ..]          pairs: channel, message (bus frames to PUBLISH after the writes)
+  ARGV[14 .. 13+n]        encoded entries, consecutive indexes from ARGV[9]; they go to RPUSH as
+                          they came (no Lua table per entry)
+  ARGV[14+n ..]           pairs: channel, message (bus frames to PUBLISH after the writes)
 
   Reply: the number of entries now in the log.
-  Errors (nothing written): "BADARG <what>"; "LOST <what>" when ARGV[11] is "1" and the hard
+  Errors (nothing written): "BADARG <what>"; "GAP <what>" when the entries would not follow the
+  stored log (a gap, or below the snapshot); "LOST <what>" when ARGV[11] is "1" and the hard
   state is gone (Redis lost this node's state without the connection dropping, e.g. FLUSHALL):
   the node then writes its whole state back from memory instead of starting a log with a gap;
   "SEQ <what>" when ARGV[12] is not the stored wseq (an earlier write of the pipeline failed, so
@@ -43,7 +44,7 @@ local mode = ARGV[1]
 local first = tonumber(ARGV[9])
 local n = tonumber(ARGV[10])
 if mode ~= 'none' and mode ~= 'replace' and mode ~= 'compact' then return redis.error_reply('BADARG snapshot mode') end
-if not first or not n or n < 0 or #ARGV < 13 + 2 * n or (#ARGV - 13) % 2 ~= 0 then
+if not first or not n or n < 0 or #ARGV < 13 + n or (#ARGV - 13 - n) % 2 ~= 0 then
   return redis.error_reply('BADARG entry count or message pairs')
 end
 if ARGV[11] == '1' and rcall('EXISTS', KEYS[1]) == 0 then
@@ -55,23 +56,45 @@ if ARGV[12] ~= '' then
     return redis.error_reply('SEQ write ' .. ARGV[13] .. ' follows write ' .. ARGV[12] .. ', redis holds ' .. tostring(stored))
   end
 end
+-- The log list's first element is entry `base`, the one after the snapshot. Everything is
+-- checked before the first write.
+local base = tonumber(rcall('HGET', KEYS[3], 'index') or '0') + 1
+local len = rcall('LLEN', KEYS[2])
+local index
 if mode ~= 'none' then
-  local index = tonumber(ARGV[2])
+  index = tonumber(ARGV[2])
   if not index then return redis.error_reply('BADARG snapshot index') end
+  if mode == 'compact' and index < base - 1 then return redis.error_reply('BADARG compaction below the snapshot') end
+end
+-- Where the log starts and how long it is once the snapshot is in.
+local nbase, nlen = base, len
+if mode == 'replace' then
+  nbase, nlen = index + 1, 0
+elseif mode == 'compact' then
+  nbase, nlen = index + 1, math.max(0, len - (index + 1 - base))
+end
+if n > 0 and (first < nbase or first > nbase + nlen) then
+  return redis.error_reply('GAP entries from ' .. first .. ' do not follow the stored log ' .. nbase .. '..' .. (nbase + nlen - 1))
+end
+
+if mode == 'replace' then
+  rcall('DEL', KEYS[2])
+elseif mode == 'compact' then
+  rcall('LTRIM', KEYS[2], index + 1 - base, -1)
+end
+if mode ~= 'none' then
   rcall('HSET', KEYS[3], 'index', ARGV[2], 'term', ARGV[3], 'data', ARGV[4])
-  if mode == 'replace' then
-    rcall('DEL', KEYS[2])
-  else
-    rcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', index)
-  end
 end
 if n > 0 then
-  rcall('ZREMRANGEBYSCORE', KEYS[2], ARGV[9], '+inf')
-  -- One variadic ZADD per 500 entries (Lua's C stack bounds unpack).
-  local i, last = 14, 13 + 2 * n
+  -- A conflicting suffix goes (a new leader's entries replace it).
+  if first < nbase + nlen then
+    if first == nbase then rcall('DEL', KEYS[2]) else rcall('LTRIM', KEYS[2], 0, first - nbase - 1) end
+  end
+  -- One variadic RPUSH per 1000 entries (Lua's C stack bounds unpack).
+  local i, last = 14, 13 + n
   while i <= last do
     local j = math.min(last, i + 999)
-    rcall('ZADD', KEYS[2], unpack(ARGV, i, j))
+    rcall('RPUSH', KEYS[2], unpack(ARGV, i, j))
     i = j + 1
   end
 end
@@ -80,7 +103,7 @@ if ARGV[5] == '1' then
 else
   rcall('HSET', KEYS[1], 'wseq', ARGV[13])
 end
-for i = 14 + 2 * n, #ARGV, 2 do
+for i = 14 + n, #ARGV, 2 do
   rcall('PUBLISH', ARGV[i], ARGV[i + 1])
 end
-return rcall('ZCARD', KEYS[2])
+return rcall('LLEN', KEYS[2])

@@ -6,7 +6,7 @@ import Runtime
 //
 // Keys (one hash tag per node, so they could move to Redis Cluster together):
 //   concord:<cluster>:raft:{<node>}:hard       hash: term, vote, commit, wseq (last write's number)
-//   concord:<cluster>:raft:{<node>}:log        zset: score = index, member = encoded entry
+//   concord:<cluster>:raft:{<node>}:log        list: encoded entries from <snapshot index> + 1 on
 //   concord:<cluster>:raft:{<node>}:snapshot   hash: index, term, data
 //
 // Persist before you speak: every Ready is written by one Lua script (`raft_persist`) on the
@@ -107,7 +107,7 @@ final class RaftDriver {
         let redis = node.redis
         redis.send(["HGETALL", keys[0]]) { [weak self] hard in
             redis.send(["HGETALL", self?.keys[2] ?? ""]) { snap in
-                redis.send(["ZRANGE", self?.keys[1] ?? "", "0", "-1"]) { log in
+                redis.send(["LRANGE", self?.keys[1] ?? "", "0", "-1"]) { log in
                     self?.finishLoad(hard: hard, snapshot: snap, log: log)
                 }
             }
@@ -419,7 +419,7 @@ final class RaftDriver {
     static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])],
                             expectStored: Bool = false, follows: UInt64? = nil, writeSeq: UInt64) -> [[UInt8]] {
         var args: [[UInt8]] = [Array(mode.utf8)]
-        args.reserveCapacity(13 + 2 * entries.count + 2 * frames.count)
+        args.reserveCapacity(13 + entries.count + 2 * frames.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
         args.append(Array(String(snapshot?.term ?? 0).utf8))
         args.append(snapshot.map(RaftDriver.encodeSnapshotData) ?? [])
@@ -433,10 +433,7 @@ final class RaftDriver {
         args.append(Array((expectStored ? "1" : "0").utf8))
         args.append(follows.map { Array(String($0).utf8) } ?? [])
         args.append(Array(String(writeSeq).utf8))
-        for entry in entries {
-            args.append(Array(String(entry.index).utf8))
-            args.append(RaftDriver.encodeEntry(entry))
-        }
+        for entry in entries { args.append(RaftDriver.encodeEntry(entry)) }
         for frame in frames {
             args.append(Array(frame.channel.utf8))
             args.append(frame.bytes)
