@@ -338,6 +338,37 @@ final class LockIntegrationTests: XCTestCase {
         XCTAssertEqual(try acquire(n1, "after-restart", "o").status, 200)
     }
 
+    /// Builds before the list kept a node's Raft log as a zset (score = index): a node started
+    /// over such a log converts it and keeps every grant, with its token.
+    func testALogStoredByAnEarlierBuildAsAZsetIsConverted() throws {
+        let redis = try RedisServer()
+        let c = try TestCluster(nodes: 1, redis: redis)
+        try waitLeader(c)
+        let n1 = c.nodes[0]
+        let granted = try acquire(n1, "kept", "o")
+        XCTAssertEqual(granted.status, 200, granted.text)
+        let token = granted.json?["fencing_token"]?.int64Value
+        n1.kill9()
+        let log = "concord:\(c.cluster):raft:{n1}:log"
+        let converted = try redis.cli("EVAL", """
+            local base = tonumber(redis.call('HGET', KEYS[2], 'index') or '0') + 1
+            local e = redis.call('LRANGE', KEYS[1], 0, -1)
+            redis.call('DEL', KEYS[1])
+            for i, v in ipairs(e) do redis.call('ZADD', KEYS[1], base + i - 1, v) end
+            return #e
+            """, "2", log, log.replacingOccurrences(of: ":log", with: ":snapshot"))
+        XCTAssertGreaterThan(Int(converted) ?? 0, 0)
+        XCTAssertEqual(try redis.cli("TYPE", log), "zset")
+        try n1.start()
+        try n1.waitHealthy()
+        try waitLeader(c)
+        XCTAssertEqual(try redis.cli("TYPE", log), "list")
+        let held = try status(n1, "kept")
+        XCTAssertEqual(held["holders"]?.arrayValue?.first?["owner"]?.stringValue, "o", "\(held)")
+        XCTAssertEqual(held["holders"]?.arrayValue?.first?["fencing_token"]?.int64Value, token, "\(held)")
+        XCTAssertTrue(n1.log.contains("converted from an earlier build"), n1.log)
+    }
+
     func testDeadlockBetweenOwnersOnDifferentNodesPicksTheYoungest() throws {
         let c = try TestCluster(nodes: 3)
         try waitLeader(c)

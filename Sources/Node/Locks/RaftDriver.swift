@@ -108,8 +108,31 @@ final class RaftDriver {
         redis.send(["HGETALL", keys[0]]) { [weak self] hard in
             redis.send(["HGETALL", self?.keys[2] ?? ""]) { snap in
                 redis.send(["LRANGE", self?.keys[1] ?? "", "0", "-1"]) { log in
+                    if log.errorMessage?.hasPrefix("WRONGTYPE") == true { self?.convertZsetLog(); return }
                     self?.finishLoad(hard: hard, snapshot: snap, log: log)
                 }
+            }
+        }
+    }
+
+    /// Builds before this one kept the log as a zset (score = index, member = entry). Rewrites
+    /// it as the list in one atomic script (order by score is index order), then loads.
+    private func convertZsetLog() {
+        let script = """
+            if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then return -1 end
+            local e = redis.call('ZRANGE', KEYS[1], 0, -1)
+            redis.call('DEL', KEYS[1])
+            for i = 1, #e, 1000 do redis.call('RPUSH', KEYS[1], unpack(e, i, math.min(#e, i + 999))) end
+            return #e
+            """
+        node.redis.send(["EVAL", script, "1", keys[1]]) { [weak self] reply in
+            guard let self else { return }
+            if let count = reply.integer, count >= 0 {
+                self.logger.notice("raft log converted from an earlier build's zset to a list", metadata: ["entries": "\(count)"])
+                self.load()
+            } else {
+                self.logger.critical("stored raft log has a type this build cannot read", metadata: ["reply": "\(reply)"])
+                self.node.loop.after(ms: 1000) { [weak self] in self?.load() }
             }
         }
     }
