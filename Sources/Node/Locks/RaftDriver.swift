@@ -131,8 +131,8 @@ final class RaftDriver {
                 self.logger.notice("raft log converted from an earlier build's zset to a list", metadata: ["entries": "\(count)"])
                 self.load()
             } else {
-                self.logger.critical("stored raft log has a type this build cannot read", metadata: ["reply": "\(reply)"])
-                self.node.loop.after(ms: 1000) { [weak self] in self?.load() }
+                self.logger.warning("raft log key holds neither a list nor a zset; retrying", metadata: ["reply": "\(reply)"])
+                self.node.loop.after(ms: 200) { [weak self] in self?.load() }
             }
         }
     }
