@@ -24,9 +24,10 @@
   ARGV[9]  index of the first entry that follows (0 when none)
   ARGV[10] n, the number of entries
   ARGV[11] "1" when this node has stored a hard state before (so KEYS[1] must exist), else "0"
-  ARGV[12] the number (wseq) of the write this one follows, "" for none: the node pipelines its
-           writes on one connection, and a write runs only if the one before it was stored
-  ARGV[13] this write's number, stored as wseq
+  ARGV[12] the token (wseq) of the write this one follows; "none": no write may be stored yet;
+           "": no check (a write-back). The node pipelines its writes on one connection, and a
+           write runs only if the one before it was stored
+  ARGV[13] this write's token (unique), stored as wseq
   ARGV[14 .. 13+n]        encoded entries, consecutive indexes from ARGV[9]; they go to RPUSH as
                           they came (no Lua table per entry)
   ARGV[14+n ..]           pairs: channel, message (bus frames to PUBLISH after the writes)
@@ -44,7 +45,7 @@ local mode = ARGV[1]
 local first = tonumber(ARGV[9])
 local n = tonumber(ARGV[10])
 if mode ~= 'none' and mode ~= 'replace' and mode ~= 'compact' then return redis.error_reply('BADARG snapshot mode') end
-if not first or not n or n < 0 or #ARGV < 13 + n or (#ARGV - 13 - n) % 2 ~= 0 then
+if not first or not n or n < 0 or n ~= math.floor(n) or #ARGV < 13 + n or (#ARGV - 13 - n) % 2 ~= 0 or #ARGV[13] == 0 then
   return redis.error_reply('BADARG entry count or message pairs')
 end
 if ARGV[11] == '1' and rcall('EXISTS', KEYS[1]) == 0 then
@@ -52,7 +53,7 @@ if ARGV[11] == '1' and rcall('EXISTS', KEYS[1]) == 0 then
 end
 if ARGV[12] ~= '' then
   local stored = rcall('HGET', KEYS[1], 'wseq')
-  if stored ~= ARGV[12] then
+  if (ARGV[12] == 'none' and stored) or (ARGV[12] ~= 'none' and stored ~= ARGV[12]) then
     return redis.error_reply('SEQ write ' .. ARGV[13] .. ' follows write ' .. ARGV[12] .. ', redis holds ' .. tostring(stored))
   end
 end

@@ -36,7 +36,8 @@ final class RaftPersistScriptTests: XCTestCase {
         let subscriber = try server.client()
         _ = try subscriber.command(["SUBSCRIBE", "peer"])
 
-        XCTAssertEqual(try write(follows: "", seq: 1, entries: [(1, "a")], publish: [("peer", "ack-1")], expectStored: false).int, 1)
+        // "none": no write may be stored yet.
+        XCTAssertEqual(try write(follows: "none", seq: 1, entries: [(1, "a")], publish: [("peer", "ack-1")], expectStored: false).int, 1)
         XCTAssertEqual(try subscriber.readReply().array?.last?.string, "ack-1")
         XCTAssertEqual(try write(follows: "1", seq: 2, entries: [(2, "b")]).int, 2)
 
@@ -54,6 +55,8 @@ final class RaftPersistScriptTests: XCTestCase {
         XCTAssertEqual(try subscriber.readReply().array?.last?.string, "ack-3")
         XCTAssertEqual(try client.command(["HGET", keys[0], "wseq"]).string, "3")
 
+        // A write that expects nothing stored runs only while nothing is.
+        XCTAssertTrue(try write(follows: "none", seq: 8, entries: [(4, "d")]).errorMessage?.hasPrefix("SEQ") ?? false)
         // No predecessor named (a write-back after loading): no check.
         XCTAssertEqual(try write(follows: "", seq: 9, entries: [(4, "d")]).int, 4)
         XCTAssertEqual(try client.command(["HGET", keys[0], "wseq"]).string, "9")

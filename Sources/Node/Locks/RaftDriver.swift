@@ -5,7 +5,7 @@ import Runtime
 // MARK: - Raft driver: the pure core on the node's loop, persisted in Redis, talking over pub/sub
 //
 // Keys (one hash tag per node, so they could move to Redis Cluster together):
-//   concord:<cluster>:raft:{<node>}:hard       hash: term, vote, commit, wseq (last write's number)
+//   concord:<cluster>:raft:{<node>}:hard       hash: term, vote, commit, wseq (last write's token)
 //   concord:<cluster>:raft:{<node>}:log        list: encoded entries from <snapshot index> + 1 on
 //   concord:<cluster>:raft:{<node>}:snapshot   hash: index, term, data
 //
@@ -13,9 +13,11 @@ import Runtime
 // command connection, and its messages are PUBLISHed after it on the same connection, so Redis
 // executes the write before any peer can hear what depends on it — without waiting a round trip.
 // Writes are pipelined: up to `maxWritesInFlight` Readies are written at once, in order, on that
-// one connection. Each write names the number of the write it follows (`wseq`), and the script
-// refuses a write whose predecessor is not what Redis holds, so a failed write stops every write
-// queued behind it before anything of theirs is stored or published.
+// one connection. Each write carries a random token (`wseq`) and names the token of the write it
+// follows; the script refuses a write whose predecessor is not what Redis holds, so a failed
+// write stops every write queued behind it before anything of theirs is stored or published.
+// Tokens are random, not counted, so a write of a dropped core that Redis runs late (a NOSCRIPT
+// retry is sent again after other commands) can never pass for a write of the rebuilt core.
 // If a write fails (Redis away), the in-memory core may be ahead of what is stored: the driver
 // then throws the core away and rebuilds it from Redis once Redis is back, exactly like a
 // process restart, which Raft makes safe.
@@ -53,9 +55,9 @@ final class RaftDriver {
     /// The hard state of the last write sent (term and vote decide whether a Ready must be
     /// written; writes execute in order, so it is what Redis holds once they have run).
     private var storedHardState: HardState?
-    /// The number of the last write sent (`wseq` in the hard-state hash), nil when Redis held
-    /// none at load: the next write then skips the check.
-    private var lastWriteSeq: UInt64?
+    /// The token of the last write sent (`wseq` in the hard-state hash); nil when Redis held
+    /// none at load: the next write then requires that none is stored.
+    private var lastWriteToken: String?
     /// Bumped when the core is thrown away, so replies meant for the old core are ignored.
     private var generation = 0
     private var recovering = false
@@ -105,13 +107,14 @@ final class RaftDriver {
     private func load() {
         recovering = true
         let redis = node.redis
-        redis.send(["HGETALL", keys[0]]) { [weak self] hard in
-            redis.send(["HGETALL", self?.keys[2] ?? ""]) { snap in
-                redis.send(["LRANGE", self?.keys[1] ?? "", "0", "-1"]) { log in
-                    if log.errorMessage?.hasPrefix("WRONGTYPE") == true { self?.convertZsetLog(); return }
-                    self?.finishLoad(hard: hard, snapshot: snap, log: log)
-                }
-            }
+        // Sent together, so no other command of this connection (a late write of a dropped
+        // core) runs between them: the three replies are one consistent view.
+        var hard = RedisReply.null, snap = RedisReply.null
+        redis.send(["HGETALL", keys[0]]) { hard = $0 }
+        redis.send(["HGETALL", keys[2]]) { snap = $0 }
+        redis.send(["LRANGE", keys[1], "0", "-1"]) { [weak self] log in
+            if log.errorMessage?.hasPrefix("WRONGTYPE") == true { self?.convertZsetLog(); return }
+            self?.finishLoad(hard: hard, snapshot: snap, log: log)
         }
     }
 
@@ -158,7 +161,7 @@ final class RaftDriver {
             let seed = UInt64(bitPattern: EventLoop.wallMs()) ^ UInt64(truncatingIfNeeded: node.config.id.hashValue)
             let core = RaftNode(config: config, restoring: state, seed: seed)
             storedHardState = state?.hardState
-            lastWriteSeq = RaftDriver.storedWriteSeq(hard: hard)
+            lastWriteToken = RaftDriver.storedWriteToken(hard: hard)
             hooks.restore(state?.snapshot)
             appliedIndex = state?.snapshot?.index ?? 0
             raft = core
@@ -251,7 +254,7 @@ final class RaftDriver {
         // No predecessor check: this write replaces whatever Redis holds.
         let args = RaftDriver.persistArgs(mode: image.snapshot == nil ? "none" : "replace", snapshot: image.snapshot,
                                           hardState: image.hardState, entries: image.entries, frames: [],
-                                          writeSeq: (lastWriteSeq ?? 0) + 1)
+                                          token: RaftDriver.newWriteToken())
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
             guard let self else { return }
             if let error = reply.errorMessage {
@@ -331,8 +334,8 @@ final class RaftDriver {
     /// Entries were applied by `applyCommitted` since the last `advance`.
     private var appliedSinceAdvance = false
 
-    /// One Ready at a time: a Ready that must be persisted is written (and its messages
-    /// published) by one script, and only when Redis answers OK is it `advance`d — the core
+    /// A Ready that must be persisted is written (and its messages published) by one script,
+    /// up to `maxWritesInFlight` at once, and only when Redis answers OK is it `advance`d — the core
     /// treats `advance` as "durable" and counts its own entries only then. Proposals arriving
     /// meanwhile batch into the next Ready (group commit); entries a quorum commits meanwhile
     /// are applied at once (`applyCommitted`).
@@ -354,6 +357,8 @@ final class RaftDriver {
                     if let error { self.recover(error); return }
                     self.completeOldestWrite()
                 }
+                // A write refused at once (Redis away) has already dropped the core.
+                guard generation == self.generation else { return }
                 if let hs = rd.hardState { storedHardState = hs }
             } else if outstanding.isEmpty {
                 for message in rd.messages { node.bus.send(to: message.to, type: .raft, payload: message.encode()) }
@@ -440,7 +445,7 @@ final class RaftDriver {
     /// `raft_persist`'s arguments (see its header): snapshot, hard state, entries, then bus
     /// frames to publish after the writes.
     static func persistArgs(mode: String, snapshot: Snapshot?, hardState: HardState?, entries: [Entry], frames: [(channel: String, bytes: [UInt8])],
-                            expectStored: Bool = false, follows: UInt64? = nil, writeSeq: UInt64) -> [[UInt8]] {
+                            expectStored: Bool = false, follows: String?? = nil, token: String) -> [[UInt8]] {
         var args: [[UInt8]] = [Array(mode.utf8)]
         args.reserveCapacity(13 + entries.count + 2 * frames.count)
         args.append(Array(String(snapshot?.index ?? 0).utf8))
@@ -454,8 +459,13 @@ final class RaftDriver {
         args.append(Array(String(entries.first?.index ?? 0).utf8))
         args.append(Array(String(entries.count).utf8))
         args.append(Array((expectStored ? "1" : "0").utf8))
-        args.append(follows.map { Array(String($0).utf8) } ?? [])
-        args.append(Array(String(writeSeq).utf8))
+        // follows: nil = no check (a write-back); .some(nil) = none may be stored; else the token.
+        switch follows {
+        case .none: args.append([])
+        case .some(.none): args.append(Array("none".utf8))
+        case .some(.some(let t)): args.append(Array(t.utf8))
+        }
+        args.append(Array(token.utf8))
         for entry in entries { args.append(RaftDriver.encodeEntry(entry)) }
         for frame in frames {
             args.append(Array(frame.channel.utf8))
@@ -472,11 +482,11 @@ final class RaftDriver {
             let frame = node.bus.frame(to: message.to, type: .raft, payload: message.encode())
             return (frame.channel, frame.bytes)
         }
-        let seq = (lastWriteSeq ?? 0) + 1
+        let token = RaftDriver.newWriteToken()
         let args = RaftDriver.persistArgs(mode: mode, snapshot: snapshot, hardState: rd.hardState, entries: rd.entries, frames: frames,
-                                          expectStored: storedHardState != nil || lastWriteSeq != nil,
-                                          follows: lastWriteSeq, writeSeq: seq)
-        lastWriteSeq = seq
+                                          expectStored: storedHardState != nil || lastWriteToken != nil,
+                                          follows: .some(lastWriteToken), token: token)
+        lastWriteToken = token
         let started = EventLoop.monoMicros()
         node.scripts.run("raft_persist", keys: keys, args: args) { [weak self] reply in
             // How long Redis took to store a Ready, as seen by this node (etcd's WAL fsync
@@ -508,11 +518,13 @@ final class RaftDriver {
         return out
     }
 
-    /// The number of the last write stored (`wseq`), if any.
-    static func storedWriteSeq(hard: RedisReply) -> UInt64? {
-        for (k, v) in hard.pairs where k.string == "wseq" { return v.string.flatMap { UInt64($0) } }
+    /// The token of the last write stored (`wseq`), if any.
+    static func storedWriteToken(hard: RedisReply) -> String? {
+        for (k, v) in hard.pairs where k.string == "wseq" { return v.string }
         return nil
     }
+
+    static func newWriteToken() -> String { String(UInt64.random(in: 1...UInt64.max), radix: 36) }
 
     static func decodeState(hard: RedisReply, snapshot: RedisReply, log: RedisReply) throws -> PersistentState? {
         func fields(_ r: RedisReply) -> [String: [UInt8]] {
