@@ -38,6 +38,7 @@ final class SimulationTests: XCTestCase {
         var reads = 0
         var midReady = 0
         var pipelined = 0
+        var failedWrites = 0
         var failures = 0
         for seed in seeds {
             let report = Simulation(seed: seed, options: .standard(seed: seed)).run()
@@ -48,6 +49,7 @@ final class SimulationTests: XCTestCase {
             reads += report.readsServed
             midReady += report.midReadyApplies
             pipelined += report.pipelinedReadies
+            failedWrites += report.failedWrites
             if let elect = report.stepsToElectAfterFaults { electSteps.append(elect) }
             if let commit = report.stepsToCommitAfterFaults { commitSteps.append(commit) }
             if let violation = report.violation {
@@ -66,9 +68,10 @@ final class SimulationTests: XCTestCase {
         if seeds.count >= 100 { XCTAssertGreaterThan(midReady, 0, "no Ready ever applied entries committed mid-Ready") }
         // So must pipelined writes (a Ready handed out while an earlier one is unwritten).
         if seeds.count >= 100 { XCTAssertGreaterThan(pipelined, 0, "no Ready was ever handed out while another was outstanding") }
+        if seeds.count >= 100 { XCTAssertGreaterThan(failedWrites, 0, "no write ever failed mid-pipeline") }
         print("""
             raft-sim: \(seeds.count) seeds in \(elapsed); \(steps) steps, \(nodeTicks) node ticks; \
-            committed \(committed) entries, \(snapshots) snapshots installed, \(reads) reads, \(midReady) mid-Ready applies, \(pipelined) pipelined Readies; \
+            committed \(committed) entries, \(snapshots) snapshots installed, \(reads) reads, \(midReady) mid-Ready applies, \(pipelined) pipelined Readies, \(failedWrites) failed writes; \
             steps to elect after faults: median \(percentile(electSteps, 0.5)) p99 \(percentile(electSteps, 0.99)) \
             worst \(electSteps.last ?? -1); to commit everywhere: median \(percentile(commitSteps, 0.5)) \
             worst \(commitSteps.last ?? -1)

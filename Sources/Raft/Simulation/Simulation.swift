@@ -35,10 +35,20 @@ public struct SimulationOptions: Sendable {
     /// Per Ready: before `advance`, deliver the messages due to this node and apply what that
     /// commits (`takeCommittedEntries`), as the runtime does while a Ready's write is in flight.
     public var midReadyDeliveryPerMille = 150
-    /// Per Ready handed out while others are outstanding: hand out one more before writing the
-    /// oldest (pipelined writes, as the runtime does), up to `maxPipelinedReadies` at once.
-    public var pipelinePerMille = 300
+    /// Pipelined writes, as the runtime does them: up to `maxPipelinedReadies` Readies handed
+    /// out and not yet written. Each time a node is drained its oldest outstanding write
+    /// completes with `writeNowPerMille`; the rest complete in later steps (one step's chance:
+    /// `writeLaterPerMille`), so ticks, proposals and messages arrive while writes are in flight.
     public var maxPipelinedReadies = 4
+    public var writeNowPerMille = 600
+    public var writeLaterPerMille = 500
+    /// Per step and node with writes in flight, during the faults: one write fails, as a Redis
+    /// error or a dropped connection does. The writes before it were stored, none after it
+    /// (the runtime's `wseq` check), and the node rebuilds from storage at once.
+    public var writeFailurePerMille = 3
+    /// A deliberately broken driver for `BrokenVariantTests`: send a Ready's messages when it
+    /// is handed out, before it (and the writes before it) are stored.
+    public var brokenSendBeforeWrite = false
 
     public init() {}
 
@@ -69,6 +79,8 @@ public struct SimulationReport: Sendable {
     public var midReadyApplies: Int = 0
     /// Readies handed out while an earlier one was still unwritten.
     public var pipelinedReadies: Int = 0
+    /// Writes failed mid-pipeline (the node rebuilt from what was stored).
+    public var failedWrites: Int = 0
     public var readsServed: Int = 0
 }
 
@@ -126,6 +138,8 @@ private struct SimNode {
     var clockRatePerMille: Int
     var clockAccumulator = 0
     var restarts = 0
+    /// Readies handed out and not yet written, oldest first (writes in flight).
+    var pending: [Ready] = []
 }
 
 private struct InFlight {
@@ -294,6 +308,7 @@ public final class Simulation {
 
     private func step() throws {
         now += 1
+        for position in nodes.indices { try completeWrites(position) }
         // Clocks at different rates.
         for position in nodes.indices {
             guard nodes[position].raft != nil else { continue }
@@ -339,8 +354,10 @@ public final class Simulation {
         if random.chance(options.crashPerMille) {
             let position = random.below(count)
             if nodes[position].raft != nil && crashAllowed() {
-                nodes[position].raft = nil
-                nodes[position].clockAccumulator = 0
+                // Writes in flight: Redis may have run some of them (a prefix) first.
+                let stored = random.below(nodes[position].pending.count + 1)
+                for rd in nodes[position].pending.prefix(stored) { try persist(rd, position: position) }
+                crash(position)
             }
         }
         if random.chance(20) {
@@ -426,41 +443,71 @@ public final class Simulation {
 
     // MARK: - Ready handling and checks
 
-    /// Handles every Ready of one node as the runtime does: when a Ready is handed out, its
-    /// snapshot is restored, its committed entries applied and its reads served; then it is
-    /// persisted, its messages sent, and it is advanced. Up to `maxPipelinedReadies` are handed
-    /// out before the oldest is written (pipelined writes), and always written, sent and
-    /// advanced oldest first; messages may be stepped (and what they commit applied) while
-    /// Readies are outstanding.
+    /// Handles one node's Readies as the runtime does: when a Ready is handed out, its
+    /// snapshot is restored, its committed entries applied and its reads served; it is then
+    /// written (persisted), its messages sent and it is advanced, oldest first, either now or
+    /// in a later step (`completeWrites`). Up to `maxPipelinedReadies` are outstanding; messages
+    /// may be stepped (and what they commit applied) while they are.
     private func drain(_ position: Int) throws {
         guard let raft = nodes[position].raft else { return }
         var rounds = 0
-        var pending: [Ready] = []
-        while raft.hasReady || !pending.isEmpty {
+        while raft.hasReady || (!nodes[position].pending.isEmpty && random.chance(options.writeNowPerMille)) {
             rounds += 1
             if rounds > 200 { throw SimViolation(text: "\(raft.id): hasReady never settles") }
-            if raft.hasReady && (pending.isEmpty
-                                 || (pending.count < options.maxPipelinedReadies && random.chance(options.pipelinePerMille))) {
+            if raft.hasReady && nodes[position].pending.count < options.maxPipelinedReadies {
                 let rd = raft.ready()
-                if pending.count > 0 { report.pipelinedReadies += 1 }
-                pending.append(rd)
+                if !nodes[position].pending.isEmpty { report.pipelinedReadies += 1 }
+                nodes[position].pending.append(rd)
+                if options.brokenSendBeforeWrite { for message in rd.messages { transmit(message) } }
                 try apply(rd, position: position)
                 if random.chance(options.midReadyDeliveryPerMille) { try deliverMidReady(position, raft) }
                 continue
             }
-            let rd = pending.removeFirst()
-            if faultsActive && random.chance(options.crashMidReadyPerMille) && crashAllowed() {
-                // Crash mid-Ready: maybe persisted, never sent, never advanced; later ones lost.
-                if random.chance(500) { try persist(rd, position: position) }
-                nodes[position].raft = nil
-                nodes[position].clockAccumulator = 0
-                return
-            }
-            try persist(rd, position: position)
-            for message in rd.messages { transmit(message) }
-            raft.advance(rd)
+            if try !completeOldestWrite(position) { return }
         }
         try checkNode(position)
+    }
+
+    /// Redis runs the oldest write: persist it, send its messages, advance. False if the node
+    /// crashed in the middle.
+    private func completeOldestWrite(_ position: Int) throws -> Bool {
+        guard let raft = nodes[position].raft, !nodes[position].pending.isEmpty else { return true }
+        let rd = nodes[position].pending.removeFirst()
+        if faultsActive && random.chance(options.crashMidReadyPerMille) && crashAllowed() {
+            // Crash mid-Ready: maybe persisted, never sent, never advanced; later ones lost.
+            if random.chance(500) { try persist(rd, position: position) }
+            crash(position)
+            return false
+        }
+        try persist(rd, position: position)
+        if !options.brokenSendBeforeWrite { for message in rd.messages { transmit(message) } }
+        raft.advance(rd)
+        return true
+    }
+
+    /// Writes in flight that Redis gets to this step (oldest first), or one that fails.
+    private func completeWrites(_ position: Int) throws {
+        guard nodes[position].raft != nil, !nodes[position].pending.isEmpty else { return }
+        if faultsActive && random.chance(options.writeFailurePerMille) {
+            // The writes before the failed one were stored; it and those after it were refused.
+            // The runtime drops the core and rebuilds it from storage at once.
+            let stored = random.below(nodes[position].pending.count)
+            for rd in nodes[position].pending.prefix(stored) { try persist(rd, position: position) }
+            report.failedWrites += 1
+            crash(position)
+            try restart(position)
+            return
+        }
+        while !nodes[position].pending.isEmpty && random.chance(options.writeLaterPerMille) {
+            if try !completeOldestWrite(position) { return }
+        }
+        try drain(position)
+    }
+
+    private func crash(_ position: Int) {
+        nodes[position].raft = nil
+        nodes[position].pending = []
+        nodes[position].clockAccumulator = 0
     }
 
     private func persist(_ rd: Ready, position: Int) throws {
