@@ -107,14 +107,17 @@ final class RaftDriver {
     private func load() {
         recovering = true
         let redis = node.redis
-        // Sent together, so no other command of this connection (a late write of a dropped
-        // core) runs between them: the three replies are one consistent view.
-        var hard = RedisReply.null, snap = RedisReply.null
-        redis.send(["HGETALL", keys[0]]) { hard = $0 }
-        redis.send(["HGETALL", keys[2]]) { snap = $0 }
-        redis.send(["LRANGE", keys[1], "0", "-1"]) { [weak self] log in
-            if log.errorMessage?.hasPrefix("WRONGTYPE") == true { self?.convertZsetLog(); return }
-            self?.finishLoad(hard: hard, snapshot: snap, log: log)
+        // One transaction, so no write (a late one of a dropped core, on this connection or a
+        // dropped one) runs between the reads: the three replies are one consistent view.
+        let reads: [[[UInt8]]] = [["HGETALL", keys[0]], ["HGETALL", keys[2]], ["LRANGE", keys[1], "0", "-1"]].map { $0.map { Array($0.utf8) } }
+        redis.transaction(reads) { [weak self] reply, _ in
+            guard let self else { return }
+            guard let replies = reply.array, replies.count == 3 else {
+                self.finishLoad(hard: reply, snapshot: reply, log: reply)
+                return
+            }
+            if replies[2].errorMessage?.hasPrefix("WRONGTYPE") == true { self.convertZsetLog(); return }
+            self.finishLoad(hard: replies[0], snapshot: replies[1], log: replies[2])
         }
     }
 
