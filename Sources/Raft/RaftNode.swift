@@ -76,7 +76,6 @@ public final class RaftNode {
     /// Readies handed out and not yet advanced, oldest first. A runtime may write several at
     /// once (pipelined, on one ordered connection) and advance them in the order it got them.
     private var outstandingReadies: [(applyThrough: UInt64, lastEntry: Entry?)] = []
-    private var outstandingHead = 0
 
     // MARK: - Init
 
@@ -770,9 +769,6 @@ public final class RaftNode {
             || role != lastReportedRole || leader != lastReportedLeader
     }
 
-    /// Readies handed out by `ready()` and not yet `advance`d.
-    public var outstandingReadyCount: Int { outstandingReadies.count - outstandingHead }
-
     /// Collects everything to persist, send and apply. Call `advance` when done.
     ///
     /// `ready()` may be called again before the earlier Readies are advanced (pipelined writes),
@@ -833,15 +829,10 @@ public final class RaftNode {
     /// Acknowledges that `ready`, the oldest Ready not yet advanced, was persisted, sent and
     /// applied.
     public func advance(_ ready: Ready) {
-        guard outstandingHead < outstandingReadies.count else {
+        guard !outstandingReadies.isEmpty else {
             preconditionFailure("advance() without ready()")
         }
-        let outstanding = outstandingReadies[outstandingHead]
-        outstandingHead += 1
-        if outstandingHead == outstandingReadies.count {
-            outstandingReadies.removeAll(keepingCapacity: true)
-            outstandingHead = 0
-        }
+        let outstanding = outstandingReadies.removeFirst()
         if let snapshot = ready.snapshot {
             log.persistedLast = max(log.persistedLast, min(snapshot.index, log.lastIndex))
         }

@@ -248,7 +248,6 @@ public final class HTTPRequest {
         return (out, malformed)
     }
 
-    /// Replaces the request's deadline (e.g. a lock acquire that may wait `wait_ms`).
     /// Whether the client has closed its side of the connection (FIN or reset) while this
     /// request waits for its answer, seen with a non-consuming peek at the socket. A pipelined
     /// next request waiting unread counts as open. A client that half-closes and still reads
@@ -265,6 +264,7 @@ public final class HTTPRequest {
         return false
     }
 
+    /// Replaces the request's deadline (e.g. a lock acquire that may wait `wait_ms`).
     public func extendDeadline(ms: Int) {
         guard !isDone else { return }
         server?.rearm(self, ms: ms)

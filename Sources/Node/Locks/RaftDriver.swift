@@ -523,18 +523,19 @@ final class RaftDriver {
 
     /// The token of the last write stored (`wseq`), if any.
     static func storedWriteToken(hard: RedisReply) -> String? {
-        for (k, v) in hard.pairs where k.string == "wseq" { return v.string }
-        return nil
+        fields(hard)["wseq"].map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// A hash's HGETALL reply as field -> bytes.
+    private static func fields(_ r: RedisReply) -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for (k, v) in r.pairs { out[k.string ?? ""] = v.bytes ?? [] }
+        return out
     }
 
     static func newWriteToken() -> String { String(UInt64.random(in: 1...UInt64.max), radix: 36) }
 
     static func decodeState(hard: RedisReply, snapshot: RedisReply, log: RedisReply) throws -> PersistentState? {
-        func fields(_ r: RedisReply) -> [String: [UInt8]] {
-            var out: [String: [UInt8]] = [:]
-            for (k, v) in r.pairs { out[k.string ?? ""] = v.bytes ?? [] }
-            return out
-        }
         let h = fields(hard), s = fields(snapshot)
         let entries = try (log.array ?? []).map { try decodeEntry($0.bytes ?? []) }
         if h.isEmpty && s.isEmpty && entries.isEmpty { return nil }

@@ -355,9 +355,7 @@ public final class Simulation {
             let position = random.below(count)
             if nodes[position].raft != nil && crashAllowed() {
                 // Writes in flight: Redis may have run some of them (a prefix) first.
-                let stored = random.below(nodes[position].pending.count + 1)
-                for rd in nodes[position].pending.prefix(stored) { try persist(rd, position: position) }
-                crash(position)
+                try crash(position, storingWrites: random.below(nodes[position].pending.count + 1))
             }
         }
         if random.chance(20) {
@@ -476,7 +474,7 @@ public final class Simulation {
         if faultsActive && random.chance(options.crashMidReadyPerMille) && crashAllowed() {
             // Crash mid-Ready: maybe persisted, never sent, never advanced; later ones lost.
             if random.chance(500) { try persist(rd, position: position) }
-            crash(position)
+            try crash(position)
             return false
         }
         try persist(rd, position: position)
@@ -491,10 +489,8 @@ public final class Simulation {
         if faultsActive && random.chance(options.writeFailurePerMille) {
             // The writes before the failed one were stored; it and those after it were refused.
             // The runtime drops the core and rebuilds it from storage at once.
-            let stored = random.below(nodes[position].pending.count)
-            for rd in nodes[position].pending.prefix(stored) { try persist(rd, position: position) }
             report.failedWrites += 1
-            crash(position)
+            try crash(position, storingWrites: random.below(nodes[position].pending.count))
             try restart(position)
             return
         }
@@ -504,7 +500,10 @@ public final class Simulation {
         try drain(position)
     }
 
-    private func crash(_ position: Int) {
+    /// The node stops; the first `storingWrites` of its writes in flight were stored before it
+    /// did, the rest are lost.
+    private func crash(_ position: Int, storingWrites: Int = 0) throws {
+        for rd in nodes[position].pending.prefix(storingWrites) { try persist(rd, position: position) }
         nodes[position].raft = nil
         nodes[position].pending = []
         nodes[position].clockAccumulator = 0
