@@ -112,6 +112,60 @@ public enum JSONValue: Equatable, Sendable {
     }
 }
 
+// MARK: - Writing JSON straight into bytes (hot paths: no String, no JSONValue)
+
+public enum JSONBytes {
+    /// Appends `text` (UTF-8) as a JSON string literal, escaped as `JSONValue.writeString`
+    /// does. Text that is not valid UTF-8 is repaired first (U+FFFD), so the output stays JSON.
+    public static func appendString(_ text: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+        var plain = true
+        for b in text where b < 0x20 || b == 0x22 || b == 0x5C || b >= 0x80 { plain = false; break }
+        if plain {
+            out.append(0x22)
+            out.append(contentsOf: text)
+            out.append(0x22)
+            return
+        }
+        var s = ""
+        JSONValue.writeString(String(decoding: text, as: UTF8.self), into: &s)
+        out.append(contentsOf: s.utf8)
+    }
+
+    public static func appendString(_ text: String, into out: inout [UInt8]) {
+        var t = text
+        t.withUTF8 { appendString($0, into: &out) }
+    }
+
+    /// Appends JSON text stored by this service (a message body) as is; invalid UTF-8 is
+    /// repaired as above. Empty text is `null`.
+    public static func appendRaw(_ json: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+        if json.isEmpty { out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C]); return }
+        var ascii = true
+        for b in json where b >= 0x80 { ascii = false; break }
+        if ascii || String(validating: json, as: UTF8.self) != nil { out.append(contentsOf: json); return }
+        out.append(contentsOf: String(decoding: json, as: UTF8.self).utf8)
+    }
+
+    /// Appends a decimal integer without a String.
+    public static func appendInt(_ value: Int64, into out: inout [UInt8]) {
+        if value < 0 { out.append(0x2D) }
+        var v = value.magnitude
+        if v == 0 { out.append(0x30); return }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            while v > 0 { d[n] = UInt8(v % 10) + 0x30; v /= 10; n += 1 }
+            while n > 0 { n -= 1; out.append(d[n]) }
+        }
+    }
+
+    public static func appendLiteral(_ literal: StaticString, into out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+}
+
 public struct JSONParseError: Error, CustomStringConvertible {
     public let message: String
     public let offset: Int

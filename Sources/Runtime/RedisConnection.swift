@@ -69,6 +69,29 @@ final class ReplyBox {
     init(_ body: @escaping (RedisReply) -> Void) { self.body = body }
 }
 
+/// A reply read in place, inside hiredis's callback: `.reply` points at hiredis's own tree,
+/// valid only until the visitor returns (hiredis frees it then); `.failed` when no reply came.
+public enum RawReply {
+    case reply(RedisReplyView)
+    case failed(String)
+}
+
+final class RawReplyBox {
+    let visit: (RawReply) -> Void
+    init(_ visit: @escaping (RawReply) -> Void) { self.visit = visit }
+}
+
+/// Like `commandTrampoline`, for a visitor that reads the reply where it lies (no Swift copy).
+private let rawCommandTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let privdata else { return }
+    let box = Unmanaged<RawReplyBox>.fromOpaque(privdata).takeRetainedValue()
+    if let reply {
+        box.visit(.reply(RedisReplyView(UnsafePointer(reply.assumingMemoryBound(to: redisReply.self)))))
+    } else {
+        box.visit(.failed("ERR connection lost"))
+    }
+}
+
 /// One-shot command callback: privdata is a retained `ReplyBox`, released here, also on a NULL reply.
 private let commandTrampoline: RedisCallbackPointer = { _, reply, privdata in
     guard let privdata else { return }
@@ -86,6 +109,31 @@ final class TransactionBox {
     var firstError: String?
     let done: (RedisReply, String?) -> Void
     init(_ done: @escaping (RedisReply, String?) -> Void) { self.done = done }
+}
+
+/// A MULTI ... EXEC whose EXEC reply is read in place (`transaction(_:visiting:)`).
+final class TransactionVisitBox {
+    var firstError: String?
+    let done: (RawReply, String?) -> Void
+    init(_ done: @escaping (RawReply, String?) -> Void) { self.done = done }
+}
+
+private let queuedVisitTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let reply, let privdata else { return }
+    let r = reply.assumingMemoryBound(to: redisReply.self)
+    guard r.pointee.type == REDIS_REPLY_ERROR else { return }
+    let box = Unmanaged<TransactionVisitBox>.fromOpaque(privdata).takeUnretainedValue()
+    if box.firstError == nil, let text = r.pointee.str { box.firstError = String(cString: text) }
+}
+
+private let execVisitTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let privdata else { return }
+    let box = Unmanaged<TransactionVisitBox>.fromOpaque(privdata).takeRetainedValue()
+    if let reply {
+        box.done(.reply(RedisReplyView(UnsafePointer(reply.assumingMemoryBound(to: redisReply.self)))), box.firstError)
+    } else {
+        box.done(.failed("ERR connection lost"), box.firstError)
+    }
 }
 
 /// MULTI and each queued command: privdata is the unretained `TransactionBox` (EXEC's callback
@@ -374,6 +422,21 @@ public final class RedisConnection {
         send(args.map { Array($0.utf8) }, callback)
     }
 
+    /// Sends one command and lets `visit` read the reply in place, for a large reply that is
+    /// only scanned once (an XRANGE of a hundred entries would otherwise become a thousand
+    /// Swift arrays). `visit` runs exactly once on the loop.
+    public func sendVisiting(_ args: [[UInt8]], _ visit: @escaping (RawReply) -> Void) {
+        guard !subscriber else { visit(.failed("ERR subscriber connection")); return }
+        guard state == .ready, context != nil else { visit(.failed("ERR redis unavailable: \(lastError)")); return }
+        let box = Unmanaged.passRetained(RawReplyBox(visit)).toOpaque()
+        if !sendWithCallback(args, callback: rawCommandTrampoline, privdata: box) {
+            Unmanaged<RawReplyBox>.fromOpaque(box).release()
+            visit(.failed("ERR redis unavailable: command rejected"))
+            return
+        }
+        scheduleFlush()
+    }
+
     /// One transaction on this connection:
     ///
     ///     MULTI; <command>...; EXEC
@@ -393,6 +456,27 @@ public final class RedisConnection {
             // Only when the context is gone, which fails every queued callback with NULL first.
             Unmanaged<TransactionBox>.fromOpaque(retained).release()
             done(.error("ERR redis unavailable: command rejected"), nil)
+            return
+        }
+        scheduleFlush()
+    }
+
+    /// `transaction(_:_:)` for commands already written in RESP (`RESPCommand`), with EXEC's
+    /// reply read in place: for a batch of a hundred commands whose replies are only checked.
+    public func transaction(_ commands: [RESPCommand], visiting done: @escaping (RawReply, String?) -> Void) {
+        guard !subscriber else { done(.failed("ERR subscriber connection"), nil); return }
+        guard state == .ready, context != nil else { done(.failed("ERR redis unavailable: \(lastError)"), nil); return }
+        let box = TransactionVisitBox(done)
+        let unretained = Unmanaged.passUnretained(box).toOpaque()
+        let retained = Unmanaged.passRetained(box).toOpaque()
+        var sent = sendWithCallback([RedisConnection.multi], callback: queuedVisitTrampoline, privdata: unretained)
+        for command in commands where sent {
+            precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
+            sent = sendFormatted(command.bytes, callback: queuedVisitTrampoline, privdata: unretained)
+        }
+        if !sent || !sendWithCallback([RedisConnection.exec], callback: execVisitTrampoline, privdata: retained) {
+            Unmanaged<TransactionVisitBox>.fromOpaque(retained).release()
+            done(.failed("ERR redis unavailable: command rejected"), nil)
             return
         }
         scheduleFlush()
@@ -426,6 +510,17 @@ public final class RedisConnection {
         flushScheduled = false
         guard state == .ready, let ctx = context, ctx.pointee.c.flags & Int32(REDIS_CONNECTED) != 0 else { return }
         redisAsyncHandleWrite(ctx)
+    }
+
+    /// A command already in RESP; `bytes` gets the NUL hiredis scans for (see below).
+    private func sendFormatted(_ bytes: [UInt8], callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
+        guard let ctx = context else { return false }
+        var command = bytes
+        command.append(0)
+        let rc = command.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { redisAsyncFormattedCommand(ctx, callback, privdata, $0.baseAddress, $0.count - 1) }
+        }
+        return rc == REDIS_OK
     }
 
     @discardableResult
@@ -465,7 +560,7 @@ public final class RedisConnection {
     }
 
     /// Appends `n` in decimal and CRLF (a small String: no heap allocation).
-    private static func appendDecimal(_ n: Int, _ out: inout [UInt8]) {
+    static func appendDecimal(_ n: Int, _ out: inout [UInt8]) {
         out.append(contentsOf: String(n).utf8)
         out.append(13); out.append(10)
     }
@@ -497,5 +592,38 @@ public final class RedisConnection {
         default:
             break
         }
+    }
+}
+
+/// One command written straight into RESP, argument by argument, for a hot path that would
+/// otherwise build an array per argument and then copy them all (`RedisConnection.format`).
+public struct RESPCommand {
+    public private(set) var bytes: [UInt8] = []
+    private let declared: Int
+    private var added = 0
+
+    public init(arguments: Int, capacity: Int = 128) {
+        declared = arguments
+        bytes.reserveCapacity(capacity + 1)
+        bytes.append(0x2A)
+        RedisConnection.appendDecimal(arguments, &bytes)
+    }
+
+    public var isComplete: Bool { added == declared }
+
+    public mutating func add(_ b: UnsafeBufferPointer<UInt8>) {
+        precondition(added < declared, "RESPCommand: more arguments than declared")
+        added += 1
+        bytes.append(0x24)
+        RedisConnection.appendDecimal(b.count, &bytes)
+        bytes.append(contentsOf: b)
+        bytes.append(13); bytes.append(10)
+    }
+
+    public mutating func add(_ a: [UInt8]) { a.withUnsafeBufferPointer { add($0) } }
+
+    public mutating func add(_ s: String) {
+        var t = s
+        t.withUTF8 { add($0) }
     }
 }

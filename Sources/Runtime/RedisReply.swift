@@ -77,3 +77,34 @@ public enum RedisReply: Equatable, Sendable {
         return stride(from: 0, to: items.count - 1, by: 2).map { (items[$0], items[$0 + 1]) }
     }
 }
+
+/// A hiredis reply read where it lies, valid only inside the callback that handed it out
+/// (`RedisConnection.sendVisiting`): nothing is copied until the reader asks.
+public struct RedisReplyView {
+    let pointer: UnsafePointer<redisReply>
+
+    init(_ pointer: UnsafePointer<redisReply>) { self.pointer = pointer }
+
+    public var isArray: Bool { pointer.pointee.type == REDIS_REPLY_ARRAY }
+    public var isError: Bool { pointer.pointee.type == REDIS_REPLY_ERROR }
+    /// Elements of an array reply (0 otherwise).
+    public var count: Int { isArray ? Int(pointer.pointee.elements) : 0 }
+
+    public subscript(i: Int) -> RedisReplyView? {
+        guard isArray, i >= 0, i < Int(pointer.pointee.elements), let child = pointer.pointee.element?[i] else { return nil }
+        return RedisReplyView(UnsafePointer(child))
+    }
+
+    /// The bytes of a string, status or error reply (empty for others).
+    public var bytes: UnsafeBufferPointer<UInt8> {
+        let r = pointer.pointee
+        guard r.type == REDIS_REPLY_STRING || r.type == REDIS_REPLY_STATUS || r.type == REDIS_REPLY_ERROR,
+              let str = r.str, r.len > 0 else { return UnsafeBufferPointer(start: nil, count: 0) }
+        return UnsafeBufferPointer(start: UnsafeRawPointer(str).assumingMemoryBound(to: UInt8.self), count: Int(r.len))
+    }
+
+    public var errorMessage: String? { isError ? String(decoding: bytes, as: UTF8.self) : nil }
+
+    /// A full copy, for the rare path that keeps it.
+    public var copied: RedisReply { RedisReply.copy(UnsafeMutablePointer(mutating: pointer)) }
+}

@@ -359,28 +359,39 @@ public final class QueueService: NodeService {
                 // bare XADDs (no script; the stream assigns the sequence numbers).
                 let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
                 let nowBytes = Array(now.utf8)
-                var commands: [[[UInt8]]] = []
+                var commands: [RESPCommand] = []
                 commands.reserveCapacity(indices.count)
                 for i in indices {
                     let m = input.messages[i]
-                    commands.append([QueueService.xadd, log, QueueService.autoSeq, QueueService.fieldID, Array(ids[i].utf8),
-                                     QueueService.fieldKey, Array((m.key ?? "").utf8), QueueService.fieldBody, Array(m.body.utf8),
-                                     QueueService.fieldMax, Array(String(m.maxAttempts).utf8), QueueService.fieldTS, nowBytes])
+                    var c = RESPCommand(arguments: 13, capacity: 96 + log.count + m.body.utf8.count)
+                    c.add(QueueService.xadd); c.add(log); c.add(QueueService.autoSeq)
+                    c.add(QueueService.fieldID); c.add(ids[i])
+                    c.add(QueueService.fieldKey); c.add(m.key ?? "")
+                    c.add(QueueService.fieldBody); c.add(m.body)
+                    c.add(QueueService.fieldMax); c.add(String(m.maxAttempts))
+                    c.add(QueueService.fieldTS); c.add(nowBytes)
+                    commands.append(c)
                 }
                 // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
                 // only EXECABORT: the first refusal is the cause to report.
-                redis.transaction(commands) { [weak self] reply, refused in
+                redis.transaction(commands, visiting: { [weak self] reply, refused in
                     guard let self else { return }
-                    if let error = reply.errorMessage {
+                    switch reply {
+                    case .failed(let error):
                         if failure == nil { failure = self.httpError(refused ?? error) }
-                    } else if let items = reply.array, items.count == indices.count, items.allSatisfy({ !$0.isError }) {
-                        stored += items.count
-                        notify.append(p)
-                    } else if failure == nil {
-                        failure = self.httpError(reply.array?.first(where: { $0.isError })?.errorMessage ?? "ERR produce transaction aborted")
+                    case .reply(let view):
+                        if let error = view.errorMessage {
+                            if failure == nil { failure = self.httpError(refused ?? error) }
+                        } else if view.isArray, view.count == indices.count, !(0..<view.count).contains(where: { view[$0]?.isError ?? true }) {
+                            stored += view.count
+                            notify.append(p)
+                        } else if failure == nil {
+                            let firstError = (0..<view.count).lazy.compactMap { view[$0]?.errorMessage }.first
+                            failure = self.httpError(firstError ?? "ERR produce transaction aborted")
+                        }
                     }
                     finish()
-                }
+                })
                 continue
             }
             var args: [[UInt8]] = [Array(now.utf8), Array(String(QueueLimits.dedupWindowMs).utf8), Array(String(indices.count).utf8)]
@@ -420,16 +431,19 @@ public final class QueueService: NodeService {
             request.respond(200, .object([("id", .string(ids[0])), ("partition", .int(placement[0]))]))
             return
         }
-        var out = "{\"messages\":["
-        out.reserveCapacity(32 + ids.count * 40)
+        var out: [UInt8] = []
+        out.reserveCapacity(32 + ids.count * 48)
+        JSONBytes.appendLiteral("{\"messages\":[", into: &out)
         for i in ids.indices {
-            if i > 0 { out += "," }
-            out += "{\"id\":"
-            JSONValue.string(ids[i]).write(into: &out)
-            out += ",\"partition\":\(placement[i])}"
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONBytes.appendLiteral("{\"id\":", into: &out)
+            JSONBytes.appendString(ids[i], into: &out)
+            JSONBytes.appendLiteral(",\"partition\":", into: &out)
+            JSONBytes.appendInt(Int64(placement[i]), into: &out)
+            out.append(UInt8(ascii: "}"))
         }
-        out += "]}"
-        request.respond(200, bytes: Array(out.utf8), contentType: "application/json", headers: [])
+        JSONBytes.appendLiteral("]}", into: &out)
+        request.respond(200, bytes: out, contentType: "application/json", headers: [])
     }
 
     // MARK: notifications
@@ -482,13 +496,32 @@ public final class QueueService: NodeService {
 
     // MARK: POST /queue/consume
 
+    /// One delivery, already written as the JSON object the consume answer lists:
+    /// `{"id","receipt","body","key","partition","attempt"}` (body: the stored JSON text, as is).
     struct Delivered {
-        var partition: Int
-        var receipt: String
-        var id: String
-        var body: String
-        var key: String
         var attempt: Int64
+        var json: [UInt8]
+
+        init(partition: Int, receipt: UnsafeBufferPointer<UInt8>, id: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>,
+             key: UnsafeBufferPointer<UInt8>, attempt: Int64) {
+            self.attempt = attempt
+            var out: [UInt8] = []
+            out.reserveCapacity(body.count + id.count + key.count + receipt.count + 80)
+            JSONBytes.appendLiteral("{\"id\":", into: &out)
+            JSONBytes.appendString(id, into: &out)
+            JSONBytes.appendLiteral(",\"receipt\":", into: &out)
+            JSONBytes.appendString(receipt, into: &out)
+            JSONBytes.appendLiteral(",\"body\":", into: &out)
+            JSONBytes.appendRaw(body, into: &out)
+            JSONBytes.appendLiteral(",\"key\":", into: &out)
+            if key.isEmpty { JSONBytes.appendLiteral("null", into: &out) } else { JSONBytes.appendString(key, into: &out) }
+            JSONBytes.appendLiteral(",\"partition\":", into: &out)
+            JSONBytes.appendInt(Int64(partition), into: &out)
+            JSONBytes.appendLiteral(",\"attempt\":", into: &out)
+            JSONBytes.appendInt(attempt, into: &out)
+            out.append(UInt8(ascii: "}"))
+            json = out
+        }
     }
 
     private func consume(_ request: HTTPRequest) throws {
@@ -684,8 +717,12 @@ public final class QueueService: NodeService {
                         ranges.append((parts.count, lease, first, last))
                         parts.append([])
                         got += Int(last - first + 1)
-                    } else if f.count >= 5, let receipt = f[0].string, let id = f[1].string, let body = f[2].string, let attempt = f[4].integer {
-                        parts.append([Delivered(partition: p, receipt: receipt, id: id, body: body.isEmpty ? "null" : body, key: f[3].string ?? "", attempt: attempt)])
+                    } else if f.count >= 5, case .string(let receipt) = f[0], case .string(let id) = f[1], let body = f[2].bytes,
+                              let attempt = f[4].integer {
+                        let key = f[3].bytes ?? []
+                        let d = receipt.withUnsafeBufferPointer { r in id.withUnsafeBufferPointer { i in body.withUnsafeBufferPointer { b in
+                            key.withUnsafeBufferPointer { k in Delivered(partition: p, receipt: r, id: i, body: b, key: k, attempt: attempt) } } } }
+                        parts.append([d])
                         got += 1
                     }
                 }
@@ -701,12 +738,17 @@ public final class QueueService: NodeService {
                 if pending == 0 { finish(); return }
                 for r in ranges {
                     // XRANGE P:log 0-<first> 0-<last>
-                    self.redis.send(["XRANGE", pk.log, "0-\(r.first)", "0-\(r.last)"]) { reply in
-                        if let error = reply.errorMessage {
+                    self.redis.sendVisiting([QueueService.xrange, Array(pk.log.utf8), Array("0-\(r.first)".utf8), Array("0-\(r.last)".utf8)]) { reply in
+                        switch reply {
+                        case .failed(let error):
                             // The lease stays in flight and comes back after its visibility timeout.
                             if readError == nil { readError = error }
-                        } else {
-                            parts[r.slot] = QueueService.leaseDeliveries(reply, partition: p, lease: r.lease)
+                        case .reply(let view):
+                            if let error = view.errorMessage {
+                                if readError == nil { readError = error }
+                            } else {
+                                parts[r.slot] = QueueService.leaseDeliveries(view, partition: p, lease: r.lease)
+                            }
                         }
                         pending -= 1
                         if pending == 0 { finish() }
@@ -717,25 +759,38 @@ public final class QueueService: NodeService {
         step()
     }
 
-    /// XRANGE entries `[["0-<seq>", [field, value, ...]], ...]` as first deliveries of a lease.
-    static func leaseDeliveries(_ reply: RedisReply, partition p: Int, lease: String) -> [Delivered] {
+    private static let xrange = Array("XRANGE".utf8)
+
+    /// XRANGE entries `[["0-<seq>", [field, value, ...]], ...]` as first deliveries of a lease,
+    /// read where hiredis parsed them.
+    static func leaseDeliveries(_ reply: RedisReplyView, partition p: Int, lease: String) -> [Delivered] {
         var out: [Delivered] = []
-        for entry in reply.array ?? [] {
-            guard let pair = entry.array, pair.count == 2, let entryID = pair[0].string, entryID.hasPrefix("0-"),
-                  let fields = pair[1].array else { continue }
-            let seq = entryID.dropFirst(2)
-            var id = "", key = "", body = ""
+        out.reserveCapacity(reply.count)
+        var receipt: [UInt8] = []
+        var prefix: [UInt8] = []
+        JSONBytes.appendInt(Int64(p), into: &prefix)
+        prefix.append(UInt8(ascii: ":"))
+        let suffix = [UInt8(ascii: ":")] + Array(lease.utf8)
+        let empty = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
+        for e in 0..<reply.count {
+            guard let entry = reply[e], entry.count == 2, let idView = entry[0], let fields = entry[1], fields.isArray else { continue }
+            let entryID = idView.bytes
+            guard entryID.count > 2, entryID[0] == UInt8(ascii: "0"), entryID[1] == UInt8(ascii: "-") else { continue }
+            var id = empty, key = empty, body = empty
             var i = 0
             while i + 1 < fields.count {
-                switch fields[i].string {
-                case "id": id = fields[i + 1].string ?? ""
-                case "key": key = fields[i + 1].string ?? ""
-                case "body": body = fields[i + 1].string ?? ""
-                default: break
+                if let name = fields[i]?.bytes, let value = fields[i + 1]?.bytes {
+                    if name.elementsEqual("id".utf8) { id = value }
+                    else if name.elementsEqual("key".utf8) { key = value }
+                    else if name.elementsEqual("body".utf8) { body = value }
                 }
                 i += 2
             }
-            out.append(Delivered(partition: p, receipt: "\(p):\(seq):\(lease)", id: id, body: body.isEmpty ? "null" : body, key: key, attempt: 1))
+            receipt.removeAll(keepingCapacity: true)
+            receipt.append(contentsOf: prefix)
+            receipt.append(contentsOf: UnsafeBufferPointer(rebasing: entryID[2...]))
+            receipt.append(contentsOf: suffix)
+            out.append(receipt.withUnsafeBufferPointer { Delivered(partition: p, receipt: $0, id: id, body: body, key: key, attempt: 1) })
         }
         return out
     }
@@ -743,22 +798,15 @@ public final class QueueService: NodeService {
     /// `{"messages": [{"id", "receipt", "body", "key", "partition", "attempt"}]}`; bodies are
     /// the stored JSON text, written as is (numbers keep their literal form).
     private func respondDelivered(_ request: HTTPRequest, _ messages: [Delivered]) {
-        var out = "{\"messages\":["
-        out.reserveCapacity(16 + messages.reduce(0) { $0 + $1.body.utf8.count + 96 })
+        var out: [UInt8] = []
+        out.reserveCapacity(16 + messages.reduce(0) { $0 + $1.json.count + 1 })
+        JSONBytes.appendLiteral("{\"messages\":[", into: &out)
         for (i, m) in messages.enumerated() {
-            if i > 0 { out += "," }
-            out += "{\"id\":"
-            JSONValue.string(m.id).write(into: &out)
-            out += ",\"receipt\":"
-            JSONValue.string(m.receipt).write(into: &out)
-            out += ",\"body\":"
-            out += m.body
-            out += ",\"key\":"
-            if m.key.isEmpty { out += "null" } else { JSONValue.string(m.key).write(into: &out) }
-            out += ",\"partition\":\(m.partition),\"attempt\":\(m.attempt)}"
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: m.json)
         }
-        out += "]}"
-        request.respond(200, bytes: Array(out.utf8), contentType: "application/json", headers: [])
+        JSONBytes.appendLiteral("]}", into: &out)
+        request.respond(200, bytes: out, contentType: "application/json", headers: [])
     }
 
     // MARK: POST /queue/ack
