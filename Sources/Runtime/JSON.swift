@@ -149,15 +149,18 @@ public enum JSONBytes {
     /// Appends a decimal integer without a String.
     public static func appendInt(_ value: Int64, into out: inout [UInt8]) {
         if value < 0 { out.append(0x2D) }
-        var v = value.magnitude
-        if v == 0 { out.append(0x30); return }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            while v > 0 { d[n] = UInt8(v % 10) + 0x30; v /= 10; n += 1 }
-            while n > 0 { n -= 1; out.append(d[n]) }
+        let v = value.magnitude
+        if v < 10 { out.append(UInt8(truncatingIfNeeded: v) &+ 0x30); return }
+        // Digits counted first, then written in place from the end: no buffer, no String.
+        var digits = 1
+        var probe = v
+        while probe >= 10 { probe /= 10; digits += 1 }
+        let start = out.count
+        out.append(contentsOf: repeatElement(0x30, count: digits))
+        var rest = v
+        out.withUnsafeMutableBufferPointer { b in
+            var k = start + digits - 1
+            while rest > 0 { b[k] = UInt8(truncatingIfNeeded: rest % 10) &+ 0x30; rest /= 10; k -= 1 }
         }
     }
 
@@ -285,6 +288,20 @@ public struct JSONParser {
 
     private mutating func parseString() throws -> String {
         i += 1 // opening quote
+        // Fast path: no escape before the closing quote, so the string is one validated run.
+        var j = i
+        while j < bytes.count {
+            let b = bytes[j]
+            if b == UInt8(ascii: "\"") {
+                let run = bytes[i..<j]
+                i = j
+                guard let s = String(validating: run, as: UTF8.self) else { throw error("invalid UTF-8") }
+                i += 1
+                return s
+            }
+            if b == UInt8(ascii: "\\") || b < 0x20 { break }
+            j += 1
+        }
         let scalars = String.UnicodeScalarView()
         var runStart = i
         var out = ""

@@ -97,25 +97,39 @@ public final class LuaScripts {
 
     /// EVALSHA name KEYS... ARGV...; reloads on NOSCRIPT and retries once.
     public func run(_ name: String, keys: [String], args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
+        run(name, keys: keys, argCount: args.count, argBytes: args.reduce(0) { $0 + $1.count }, write: { c in for a in args { c.add(a) } }, callback)
+    }
+
+    public func run(_ name: String, keys: [String], args: [String], _ callback: @escaping (RedisReply) -> Void) {
+        run(name, keys: keys, argCount: args.count, argBytes: args.reduce(0) { $0 + $1.utf8.count }, write: { c in for a in args { c.add(a) } }, callback)
+    }
+
+    private static let evalsha = Array("EVALSHA".utf8)
+
+    /// The command is written in RESP straight from the keys and arguments (no array per
+    /// argument); `write` adds the `argCount` arguments, again after a reload.
+    private func run(_ name: String, keys: [String], argCount: Int, argBytes: Int, write: @escaping (inout RESPCommand) -> Void,
+                     _ callback: @escaping (RedisReply) -> Void) {
         guard let script = scripts[name], let sha = shas[name] else { callback(.error("ERR script \(name) not loaded")); return }
-        var command: [[UInt8]] = [Array("EVALSHA".utf8), Array(sha.utf8), Array(String(keys.count).utf8)]
-        command.reserveCapacity(3 + keys.count + args.count)
-        for k in keys { command.append(Array(k.utf8)) }
-        command.append(contentsOf: args)
-        redis.send(command) { [weak self] reply in
+        let capacity = 64 + argBytes + 16 * argCount + keys.reduce(0) { $0 + $1.utf8.count + 8 }
+        func command(_ sha: String) -> RESPCommand {
+            var c = RESPCommand(arguments: 3 + keys.count + argCount, capacity: capacity)
+            c.add(LuaScripts.evalsha)
+            c.add(sha)
+            c.add(String(keys.count))
+            for k in keys { c.add(k) }
+            write(&c)
+            return c
+        }
+        redis.send(command(sha)) { [weak self] reply in
             guard let self, let message = reply.errorMessage, message.hasPrefix("NOSCRIPT") else { callback(reply); return }
             self.reloads += 1
             self.logger.info("lua script missing in redis; reloading", metadata: ["script": "\(name)"])
             self.redis.send(["SCRIPT", "LOAD", script.source]) { loaded in
                 guard let newSha = loaded.string, !loaded.isError else { callback(loaded); return }
                 self.shas[name] = newSha
-                command[1] = Array(newSha.utf8)
-                self.redis.send(command, callback)
+                self.redis.send(command(newSha), callback)
             }
         }
-    }
-
-    public func run(_ name: String, keys: [String], args: [String], _ callback: @escaping (RedisReply) -> Void) {
-        run(name, keys: keys, args: args.map { Array($0.utf8) }, callback)
     }
 }

@@ -418,6 +418,20 @@ public final class RedisConnection {
         rawCommand(args, callback)
     }
 
+    /// Sends one command already written in RESP.
+    public func send(_ command: RESPCommand, _ callback: @escaping (RedisReply) -> Void) {
+        guard !subscriber else { callback(.error("ERR subscriber connection")); return }
+        guard state == .ready, context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
+        precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
+        let box = Unmanaged.passRetained(ReplyBox(callback)).toOpaque()
+        if !sendFormatted(command.bytes, callback: commandTrampoline, privdata: box) {
+            Unmanaged<ReplyBox>.fromOpaque(box).release()
+            callback(.error("ERR redis unavailable: command rejected"))
+            return
+        }
+        scheduleFlush()
+    }
+
     public func send(_ args: [String], _ callback: @escaping (RedisReply) -> Void) {
         send(args.map { Array($0.utf8) }, callback)
     }
@@ -559,9 +573,9 @@ public final class RedisConnection {
         return out
     }
 
-    /// Appends `n` in decimal and CRLF (a small String: no heap allocation).
+    /// Appends `n` in decimal and CRLF.
     static func appendDecimal(_ n: Int, _ out: inout [UInt8]) {
-        out.append(contentsOf: String(n).utf8)
+        JSONBytes.appendInt(Int64(n), into: &out)
         out.append(13); out.append(10)
     }
 

@@ -10,6 +10,8 @@ public enum Validate {
     public static func name(_ value: String, field: String) throws -> String {
         if value.isEmpty { throw HTTPError.badRequest("'\(field)' must not be empty") }
         if value.utf8.count > maxNameBytes { throw HTTPError.badRequest("'\(field)' is over \(maxNameBytes) bytes") }
+        // Printable ASCII (the common case) needs no scalar decoding.
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return value }
         for scalar in value.unicodeScalars where scalar.value < 0x20 || scalar.value == 0x7F || (scalar.value >= 0x80 && scalar.value < 0xA0) {
             throw HTTPError.badRequest("'\(field)' contains control characters")
         }
