@@ -237,7 +237,7 @@ final class QueueIntegrationTests: XCTestCase {
                 returnedAt = Date()
                 done.signal()
             }.start()
-            usleep(400_000) // the consumer is waiting on n1
+            try waitUntil("the consumer waits on n1", seconds: 5) { try self.longPollWaiters(c.node("n1")) >= 1 }
             let producedAt = Date()
             XCTAssertEqual(try n3.post("/queue/produce", .object([("topic", .string(topic)), ("body", .int(round))])).status, 200)
             done.wait()
@@ -255,6 +255,41 @@ final class QueueIntegrationTests: XCTestCase {
         XCTAssertEqual(r.status, 200, r.text)
         XCTAssertTrue(none.isEmpty)
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(t0), 10.4)
+    }
+
+    /// A long-poll whose client closed its connection (its own HTTP timeout shorter than
+    /// wait_ms) is withdrawn: the next message stays ready for a live consumer, instead of
+    /// going to the dead connection, in flight for nobody and one attempt spent.
+    func testALongPollWhoseClientLeftIsWithdrawnAndGetsNothing() throws {
+        let c = try SharedQueueCluster.get()
+        let topic = "ghost-\(UInt32.random(in: 0..<UInt32.max))"
+        let n1 = c.node("n1"), n3 = c.node("n3").client()
+        XCTAssertEqual(try n1.client().consume(topic).0.status, 200) // the group exists
+        let before = try longPollWaiters(n1)
+        let body = #"{"topic":"\#(topic)","consumer":"ghost","wait_ms":30000}"#
+        let request = Array("POST /queue/consume HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        let port = n1.port
+        let ghost = LockIntegrationTests.Async { rawHTTP(port: port, request, readTimeoutMs: 1500) }
+        try waitUntil("the ghost waits on n1", seconds: 5) { try self.longPollWaiters(n1) > before }
+        XCTAssertEqual(try ghost.result(), "", "the long-poll must not have been answered")
+        // The ghost's socket is closed now. A message arrives; n1 is notified and tries its waiter.
+        XCTAssertEqual(try n3.post("/queue/produce", .object([("topic", .string(topic)), ("body", .string("for the living"))])).status, 200)
+        try waitUntil("n1 dealt with the ghost", seconds: 5) { try self.longPollWaiters(n1) == before }
+        let group = try n1.client().get("/queue/status/\(topic)").json?["groups"]?.arrayValue?.first
+        XCTAssertEqual(group?["inflight"]?.int64Value, 0, "nothing may be in flight to a closed connection")
+        let (r, got) = try n1.client().consume(topic, consumer: "alive", waitMs: 5000)
+        XCTAssertEqual(r.status, 200, r.text)
+        XCTAssertEqual(got.map(\.attempt), [1], "the live consumer gets the message, first attempt")
+        XCTAssertTrue(try n1.client().get("/metrics").text.contains("concord_queue_waits_abandoned_total"))
+        _ = try n1.client().ack(topic, got.map(\.receipt))
+    }
+
+    /// This node's long-poll waiters, from its metrics.
+    private func longPollWaiters(_ node: NodeProcess) throws -> Double {
+        let text = try node.client().get("/metrics").text
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("concord_queue_longpoll_waiters ") }),
+              let value = line.split(separator: " ").last.flatMap({ Double($0) }) else { return 0 }
+        return value
     }
 
     // MARK: bad input

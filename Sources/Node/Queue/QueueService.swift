@@ -566,11 +566,14 @@ public final class QueueService: NodeService {
                     waiter.timer?.cancel()
                     queue.remove(waiter)
                     self.dropIfIdle(queue)
+                    self.waitersChanged()
                 }
                 queue.waiters.append(waiter)
+                self.waitersChanged()
                 if queue.fallback == nil {
                     queue.fallback = self.loop.every(ms: QueueService.fallbackMs) { [weak self, weak queue] in
                         guard let self, let queue else { return }
+                        self.dropGoneWaiters(queue, all: true)
                         queue.dirty.formUnion(0..<(self.topics[queue.topic] ?? partitions))
                         self.pump(queue)
                     }
@@ -601,9 +604,41 @@ public final class QueueService: NodeService {
         waitQueues[queue.topic + "\u{0}" + queue.group] = nil
     }
 
+    /// Long-poll waiters on this node (the `concord_queue_longpoll_waiters` gauge).
+    private func waitersChanged() {
+        metrics.set("concord_queue_longpoll_waiters", [], Double(waitQueues.values.reduce(0) { $0 + $1.waiters.count }))
+    }
+
+    /// A waiter whose client closed its connection (curl's --max-time, an HTTP client's own
+    /// timeout shorter than wait_ms, a killed process) is withdrawn, as lock waits are: handed
+    /// a message, it would hold it in flight for nobody until visibility_ms and spend one of
+    /// its attempts. Checked with a non-consuming peek at the socket: for the first idle
+    /// waiter right before each attempt (so the check is as late as it can be), and for all of
+    /// them on the fallback tick (so a queue of gone clients does not linger).
+    private func dropGoneWaiters(_ queue: WaitQueue, all: Bool) {
+        var dropped = 0
+        for waiter in queue.waiters where !waiter.busy && !waiter.done {
+            guard waiter.request.peerClosed else {
+                if all { continue } else { break }
+            }
+            waiter.done = true
+            waiter.timer?.cancel()
+            waiter.request.fail(HTTPError(499, "client_closed", "the client closed the connection"))
+            dropped += 1
+        }
+        guard dropped > 0 else { return }
+        queue.waiters.removeAll { $0.done }
+        metrics.increment("concord_queue_waits_abandoned_total", by: dropped)
+        waitersChanged()
+        // Not from inside the fallback timer's own callback, which dropIfIdle cancels.
+        if queue.isEmpty { loop.soon { [weak self, weak queue] in if let self, let queue { self.dropIfIdle(queue) } } }
+    }
+
     /// Runs at most one attempt per wait queue: the first idle waiter on the dirty partitions.
     private func pump(_ queue: WaitQueue) {
-        guard !queue.attemptRunning, !queue.dirty.isEmpty, !stopping, let waiter = queue.firstIdle else { return }
+        guard !queue.attemptRunning, !queue.dirty.isEmpty, !stopping else { return }
+        dropGoneWaiters(queue, all: false)
+        guard let waiter = queue.firstIdle else { return }
         let partitions = passOrder(queue.topic, queue.group, queue.dirty.sorted())
         let since = queue.dirtySinceMicros
         queue.dirty.removeAll()
@@ -618,7 +653,7 @@ public final class QueueService: NodeService {
             switch result {
             case .failure(let e):
                 // Redis trouble: answer this waiter with the error; others retry on the fallback.
-                if !waiter.done { waiter.done = true; waiter.timer?.cancel(); queue.remove(waiter); waiter.request.fail(e) }
+                if !waiter.done { waiter.done = true; waiter.timer?.cancel(); queue.remove(waiter); waiter.request.fail(e); self.waitersChanged() }
             case .success(let messages):
                 if waiter.done {
                     // Abandoned meanwhile (deadline): its messages return after visibility_ms.
@@ -645,6 +680,7 @@ public final class QueueService: NodeService {
         queue.remove(waiter)
         respondDelivered(waiter.request, messages)
         dropIfIdle(queue)
+        waitersChanged()
     }
 
     /// `partitions` rotated by a per-topic cursor (so consumers start at different
