@@ -3,7 +3,7 @@
 
   Idempotent by message id: a message whose id (with dedup=1) was produced into this
   partition within the dedup window adds nothing and answers the first result. A message
-  with delay_ms > 0 goes to the delayed set; queue_promote-4.lua moves it into the log
+  with delay_ms > 0 goes to the delayed set; queue_promote-3.lua moves it into the log
   when due. Otherwise it is appended to the partition log with stream ID 0-<seq>, where
   <seq> is the partition's sequence number (1, 2, 3, ...; produce order).
 
