@@ -41,23 +41,24 @@ local partition = tonumber(pstr)
 
 -- Parse every receipt, then look all of them up in two commands (HMGET, ZMSCORE) and
 -- write in one variadic command per key: a batch of 1000 costs 7 calls, not 7000.
-local candidates = {}       -- {arg index, seq, delivery}
-local seqs = {}
-local by_lease, leases = {}, {}   -- lease -> {{arg index, seq}, ...}; leases in first-seen order
+-- One pattern per receipt, and flat arrays rather than a table per receipt: this loop runs
+-- up to 1000 times per call.
+local cand_index, cand_seq, cand_delivery = {}, {}, {}
+local by_lease, leases = {}, {}   -- lease -> {arg index, seq, arg index, seq, ...}; leases in first-seen order
+local match = string.match
 for i = 3, #ARGV do
-  local p, seq, d = string.match(ARGV[i], "^(%d+):(%d+):(%d+)$")
-  if p then
-    if #p <= 5 and #seq <= 15 and #d <= 15 and tonumber(p) == partition then
-      candidates[#candidates + 1] = {i, seq, d}
-      seqs[#seqs + 1] = seq
-    end
-  else
-    local lease
-    p, seq, lease = string.match(ARGV[i], "^(%d+):(%d+):(L%d+)$")
-    if p and #p <= 5 and #seq <= 15 and #lease <= 16 and tonumber(p) == partition then
-      local list = by_lease[lease]
-      if not list then list = {}; by_lease[lease] = list; leases[#leases + 1] = lease end
-      list[#list + 1] = {i, seq}
+  local p, seq, d = match(ARGV[i], "^(%d+):(%d+):(L?%d+)$")
+  if p and #p <= 5 and #seq <= 15 and (p == pstr or tonumber(p) == partition) then
+    if string.byte(d, 1) == 76 then          -- "L<n>": a first delivery in lease L<n>
+      if #d <= 16 then
+        local list = by_lease[d]
+        if not list then list = {}; by_lease[d] = list; leases[#leases + 1] = d end
+        list[#list + 1] = i
+        list[#list + 1] = seq
+      end
+    elseif #d <= 15 then
+      local k = #cand_index + 1
+      cand_index[k], cand_seq[k], cand_delivery[k] = i, seq, d
     end
   end
 end
@@ -68,16 +69,27 @@ if #leases > 0 then
   local records = rcall("HMGET", KEYS[4], unpack(leases))
   local delta = 0
   for j, lease in ipairs(leases) do
-    local ms, list = string.match(records[j] or "", "^(%d+):(.*)$")
+    local ms, list = match(records[j] or "", "^(%d+):(.*)$")
     if ms then
-      local pending, order = {}, {}
-      for s in string.gmatch(list, "%d+") do pending[s] = true; order[#order + 1] = s end
-      local removed = 0
-      for _, c in ipairs(by_lease[lease]) do
-        if pending[c[2]] then
-          pending[c[2]] = nil
-          ok_index[c[1]] = true
-          removed = removed + 1
+      local named = by_lease[lease]          -- arg index, seq, arg index, seq, ...
+      local named_seqs = {}
+      for k = 2, #named, 2 do named_seqs[#named_seqs + 1] = named[k] end
+      local pending, order, removed
+      if table.concat(named_seqs, ",") == list then
+        -- The receipts name exactly the lease's unacked entries, in order: the usual ack of a
+        -- whole consumed batch, decided with one comparison instead of a set per lease.
+        for k = 1, #named, 2 do ok_index[named[k]] = true end
+        order, removed = named_seqs, #named_seqs
+      else
+        pending, order, removed = {}, {}, 0
+        for s in string.gmatch(list, "%d+") do pending[s] = true; order[#order + 1] = s end
+        for k = 1, #named, 2 do
+          local seq = named[k + 1]
+          if pending[seq] then
+            pending[seq] = nil
+            ok_index[named[k]] = true
+            removed = removed + 1
+          end
         end
       end
       if removed == #order then
@@ -100,18 +112,18 @@ if #leases > 0 then
 end
 
 local done, refs = {}, {}
-if #seqs > 0 then
-  local states = rcall("HMGET", KEYS[4], unpack(seqs))
-  local scores = rcall("ZMSCORE", KEYS[2], unpack(seqs))
+if #cand_seq > 0 then
+  local states = rcall("HMGET", KEYS[4], unpack(cand_seq))
+  local scores = rcall("ZMSCORE", KEYS[2], unpack(cand_seq))
   local taken = {}
-  for j, c in ipairs(candidates) do
-    local seq = c[2]
+  for j = 1, #cand_seq do
+    local seq = cand_seq[j]
     local state = states[j]
-    local cur = state and string.match(state, ":(%d+)$")
+    local cur = state and match(state, ":(%d+)$")
     -- In flight, current delivery, and not already acked by an earlier receipt of this call.
-    if scores[j] and cur and tonumber(cur) == tonumber(c[3]) and not taken[seq] then
+    if scores[j] and cur and tonumber(cur) == tonumber(cand_delivery[j]) and not taken[seq] then
       taken[seq] = true
-      ok_index[c[1]] = true
+      ok_index[cand_index[j]] = true
       done[#done + 1] = seq
       refs[#refs + 1] = seq .. ":" .. group
     end
