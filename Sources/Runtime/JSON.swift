@@ -53,87 +53,96 @@ public enum JSONValue: Equatable, Sendable {
 
     // MARK: writing
 
-    public func serialized() -> String {
-        var out = ""
+    public func serialized() -> String { String(decoding: bytes, as: UTF8.self) }
+
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []
         out.reserveCapacity(64)
         write(into: &out)
         return out
     }
 
-    public var bytes: [UInt8] { Array(serialized().utf8) }
+    public func write(into out: inout String) { out += serialized() }
 
-    public func write(into out: inout String) {
+    /// Compact JSON; strings escaped by `JSONBytes.appendString`, numbers as their literal text.
+    public func write(into out: inout [UInt8]) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .number(let n): out += n
-        case .string(let s): JSONValue.writeString(s, into: &out)
+        case .null: JSONBytes.appendLiteral("null", into: &out)
+        case .bool(let b): if b { JSONBytes.appendLiteral("true", into: &out) } else { JSONBytes.appendLiteral("false", into: &out) }
+        case .number(let n): out.append(contentsOf: n.utf8)
+        case .string(let s): JSONBytes.appendString(s, into: &out)
         case .array(let items):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 item.write(into: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let members):
-            out += "{"
+            out.append(UInt8(ascii: "{"))
             for (i, (key, value)) in members.enumerated() {
-                if i > 0 { out += "," }
-                JSONValue.writeString(key, into: &out)
-                out += ":"
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONBytes.appendString(key, into: &out)
+                out.append(UInt8(ascii: ":"))
                 value.write(into: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
-    }
-
-    static func writeString(_ s: String, into out: inout String) {
-        out += "\""
-        var needsEscape = false
-        for u in s.utf8 where u < 0x20 || u == 0x22 || u == 0x5C { needsEscape = true; break }
-        if !needsEscape { out += s; out += "\""; return }
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
     }
 }
 
 // MARK: - Writing JSON straight into bytes (hot paths: no String, no JSONValue)
 
 public enum JSONBytes {
-    /// Appends `text` (UTF-8) as a JSON string literal, escaped as `JSONValue.writeString`
-    /// does. Text that is not valid UTF-8 is repaired first (U+FFFD), so the output stays JSON.
+    /// Appends `text` (UTF-8) as a JSON string literal (see `appendEscaped`). Text that is not
+    /// valid UTF-8 is repaired first (U+FFFD), so the output stays JSON.
     public static func appendString(_ text: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
         var plain = true
-        for b in text where b < 0x20 || b == 0x22 || b == 0x5C || b >= 0x80 { plain = false; break }
+        var ascii = true
+        for b in text where b < 0x20 || b == 0x22 || b == 0x5C || b >= 0x80 {
+            plain = false
+            if b >= 0x80 { ascii = false; break }
+        }
         if plain {
             out.append(0x22)
             out.append(contentsOf: text)
             out.append(0x22)
             return
         }
-        var s = ""
-        JSONValue.writeString(String(decoding: text, as: UTF8.self), into: &s)
-        out.append(contentsOf: s.utf8)
+        if !ascii && String(validating: text, as: UTF8.self) == nil {
+            appendString(String(decoding: text, as: UTF8.self), into: &out)
+            return
+        }
+        appendEscaped(text, into: &out)
     }
 
     public static func appendString(_ text: String, into out: inout [UInt8]) {
         var t = text
-        t.withUTF8 { appendString($0, into: &out) }
+        t.withUTF8 { appendEscaped($0, into: &out) }
+    }
+
+    /// Valid UTF-8 as a JSON string literal: `"` `\` and controls escaped (`\n` `\r` `\t`,
+    /// others `\u00xx`), everything else (multi-byte sequences too) copied as is.
+    private static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
+        out.reserveCapacity(out.count + text.count + 2)
+        out.append(0x22)
+        var run = 0
+        for (i, b) in text.enumerated() where b < 0x20 || b == 0x22 || b == 0x5C {
+            if i > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: text[run..<i])) }
+            run = i + 1
+            switch b {
+            case 0x22: out.append(0x5C); out.append(0x22)
+            case 0x5C: out.append(0x5C); out.append(0x5C)
+            case 0x0A: out.append(0x5C); out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
+            default:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0x0F)]])
+            }
+        }
+        if text.count > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: text[run...])) }
+        out.append(0x22)
     }
 
     /// Appends JSON text stored by this service (a message body) as is; invalid UTF-8 is
@@ -288,18 +297,25 @@ public struct JSONParser {
 
     private mutating func parseString() throws -> String {
         i += 1 // opening quote
-        // Fast path: no escape before the closing quote, so the string is one validated run.
+        // Fast path: no escape before the closing quote, so the string is one run, copied
+        // without validation when it is ASCII.
         var j = i
+        var ascii = true
         while j < bytes.count {
             let b = bytes[j]
             if b == UInt8(ascii: "\"") {
-                let run = bytes[i..<j]
+                let start = i
                 i = j
-                guard let s = String(validating: run, as: UTF8.self) else { throw error("invalid UTF-8") }
+                let s: String? = bytes.withUnsafeBufferPointer { all in
+                    let run = UnsafeBufferPointer(rebasing: all[start..<j])
+                    return ascii ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self)
+                }
+                guard let s else { throw error("invalid UTF-8") }
                 i += 1
                 return s
             }
             if b == UInt8(ascii: "\\") || b < 0x20 { break }
+            if b >= 0x80 { ascii = false }
             j += 1
         }
         let scalars = String.UnicodeScalarView()

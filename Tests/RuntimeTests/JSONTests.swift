@@ -41,4 +41,38 @@ final class JSONTests: XCTestCase {
         XCTAssertEqual(v.serialized(), #""a\u0001b""#)
         XCTAssertEqual(try JSONParser.parse(v.serialized()), v)
     }
+
+    /// The byte writers used on hot paths write what the parser reads back, for every
+    /// character class: plain ASCII, quotes and backslashes, controls, multi-byte UTF-8.
+    func testByteWritersRoundTrip() throws {
+        for text in ["", "plain", "q\"uo\\te", "tab\tnl\ncr\r\u{01}\u{1F}\u{7F}", "é😀 naïve", "mixed \"é\"\n"] {
+            var out: [UInt8] = []
+            JSONBytes.appendString(text, into: &out)
+            XCTAssertEqual(try JSONParser.parse(out).stringValue, text, text.debugDescription)
+            var viaBuffer: [UInt8] = []
+            Array(text.utf8).withUnsafeBufferPointer { JSONBytes.appendString($0, into: &viaBuffer) }
+            XCTAssertEqual(viaBuffer, out)
+            XCTAssertEqual(JSONValue.string(text).bytes, out)
+        }
+        // Bytes that are not UTF-8 (written to Redis by hand) are repaired, never passed on.
+        var repaired: [UInt8] = []
+        [0x61, 0xFF, 0x22].withUnsafeBufferPointer { JSONBytes.appendString($0, into: &repaired) }
+        XCTAssertEqual(try JSONParser.parse(repaired).stringValue, "a\u{FFFD}\"")
+        var raw: [UInt8] = []
+        [0x22, 0xFF, 0x22].withUnsafeBufferPointer { JSONBytes.appendRaw($0, into: &raw) }
+        XCTAssertNoThrow(try JSONParser.parse(raw))
+        var empty: [UInt8] = []
+        JSONBytes.appendRaw(UnsafeBufferPointer(start: nil, count: 0), into: &empty)
+        XCTAssertEqual(String(decoding: empty, as: UTF8.self), "null")
+        for n: Int64 in [0, 7, 10, 99, 100, 123_456_789, -1, -10, Int64.max, Int64.min] {
+            var out: [UInt8] = []
+            JSONBytes.appendInt(n, into: &out)
+            XCTAssertEqual(String(decoding: out, as: UTF8.self), String(n))
+        }
+    }
+
+    func testAsciiAndNonAsciiStringsParseAlike() throws {
+        XCTAssertEqual(try JSONParser.parse(#"["abc","é","a\"b","\u0041é"]"#), .array([.string("abc"), .string("é"), .string("a\"b"), .string("Aé")]))
+        XCTAssertThrowsError(try JSONParser.parse([0x22, 0x61, 0xC3, 0x22]), "a truncated sequence in an escape-free string")
+    }
 }

@@ -25,7 +25,7 @@ public enum QueueLimits {
 public struct ProduceMessage: Sendable {
     public var id: String?
     public var key: String?
-    public var body: String          // serialized JSON
+    public var body: [UInt8]         // serialized JSON
     public var delayMs: Int64
     public var maxAttempts: Int64
 }
@@ -57,18 +57,17 @@ public struct ProduceRequest: Sendable {
 
     static func message(_ object: JSONValue, prefix: String, required: Bool) throws -> ProduceMessage {
         let f = Fields(object)
-        func renamed<T>(_ body: () throws -> T) throws -> T {
-            do { return try body() } catch let e as HTTPError where !prefix.isEmpty {
-                // Name the field with its position in the batch: 'messages[3].delay_ms'.
-                throw HTTPError.badRequest(e.message.replacingOccurrences(of: "'", with: "'\(prefix)", options: [], range: e.message.range(of: "'")))
-            }
-        }
         guard let body = object["body"] else { throw HTTPError.badRequest("missing field '\(prefix)body'") }
-        let id = try renamed { try f.optionalName("id") }
-        let key = try renamed { try f.optionalName("key") }
-        let delay = try renamed { try f.int("delay_ms", default: 0, in: QueueLimits.delayMsRange) }
-        let attempts = try renamed { try f.int("max_attempts", default: QueueLimits.maxAttemptsDefault, in: QueueLimits.maxAttemptsRange) }
-        return ProduceMessage(id: id, key: key, body: body.serialized(), delayMs: delay, maxAttempts: attempts)
+        do {
+            let id = try f.optionalName("id")
+            let key = try f.optionalName("key")
+            let delay = try f.int("delay_ms", default: 0, in: QueueLimits.delayMsRange)
+            let attempts = try f.int("max_attempts", default: QueueLimits.maxAttemptsDefault, in: QueueLimits.maxAttemptsRange)
+            return ProduceMessage(id: id, key: key, body: body.bytes, delayMs: delay, maxAttempts: attempts)
+        } catch let e as HTTPError where !prefix.isEmpty {
+            // Name the field with its position in the batch: 'messages[3].delay_ms'.
+            throw HTTPError.badRequest(e.message.replacingOccurrences(of: "'", with: "'\(prefix)", options: [], range: e.message.range(of: "'")))
+        }
     }
 }
 

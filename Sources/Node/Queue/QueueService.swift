@@ -363,7 +363,7 @@ public final class QueueService: NodeService {
                 commands.reserveCapacity(indices.count)
                 for i in indices {
                     let m = input.messages[i]
-                    var c = RESPCommand(arguments: 13, capacity: 96 + log.count + m.body.utf8.count)
+                    var c = RESPCommand(arguments: 13, capacity: 96 + log.count + m.body.count)
                     c.add(QueueService.xadd); c.add(log); c.add(QueueService.autoSeq)
                     c.add(QueueService.fieldID); c.add(ids[i])
                     c.add(QueueService.fieldKey); c.add(m.key ?? "")
@@ -401,7 +401,7 @@ public final class QueueService: NodeService {
                 args.append(Array(ids[i].utf8))
                 args.append(m.id == nil ? [0x30] : [0x31])
                 args.append(Array((m.key ?? "").utf8))
-                args.append(Array(m.body.utf8))
+                args.append(m.body)
                 args.append(Array(String(m.delayMs).utf8))
                 args.append(Array(String(m.maxAttempts).utf8))
             }
