@@ -64,11 +64,6 @@ public struct RedisURL: Equatable, Sendable, CustomStringConvertible {
 typealias RedisCallbackPointer = @convention(c) (UnsafeMutablePointer<redisAsyncContext>?, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Void
 typealias RedisConnectPointer = @convention(c) (UnsafePointer<redisAsyncContext>?, Int32) -> Void
 
-final class ReplyBox {
-    let body: (RedisReply) -> Void
-    init(_ body: @escaping (RedisReply) -> Void) { self.body = body }
-}
-
 /// A reply read in place, inside hiredis's callback: `.reply` points at hiredis's own tree,
 /// valid only until the visitor returns (hiredis frees it then); `.failed` when no reply came.
 public enum RawReply {
@@ -81,7 +76,8 @@ final class RawReplyBox {
     init(_ visit: @escaping (RawReply) -> Void) { self.visit = visit }
 }
 
-/// Like `commandTrampoline`, for a visitor that reads the reply where it lies (no Swift copy).
+/// One-shot command callback: privdata is a retained `RawReplyBox`, released here, also on a
+/// NULL reply (the context went away).
 private let rawCommandTrampoline: RedisCallbackPointer = { _, reply, privdata in
     guard let privdata else { return }
     let box = Unmanaged<RawReplyBox>.fromOpaque(privdata).takeRetainedValue()
@@ -92,32 +88,16 @@ private let rawCommandTrampoline: RedisCallbackPointer = { _, reply, privdata in
     }
 }
 
-/// One-shot command callback: privdata is a retained `ReplyBox`, released here, also on a NULL reply.
-private let commandTrampoline: RedisCallbackPointer = { _, reply, privdata in
-    guard let privdata else { return }
-    let box = Unmanaged<ReplyBox>.fromOpaque(privdata).takeRetainedValue()
-    if let reply {
-        box.body(RedisReply.copy(reply.assumingMemoryBound(to: redisReply.self)))
-    } else {
-        box.body(.error("ERR connection lost"))
-    }
-}
-
 /// A MULTI ... EXEC in flight: the first refusal of a queued command (EXEC then answers only
 /// EXECABORT, so this is the cause to report) and the caller's callback for EXEC's reply.
-final class TransactionBox {
-    var firstError: String?
-    let done: (RedisReply, String?) -> Void
-    init(_ done: @escaping (RedisReply, String?) -> Void) { self.done = done }
-}
-
-/// A MULTI ... EXEC whose EXEC reply is read in place (`transaction(_:visiting:)`).
 final class TransactionVisitBox {
     var firstError: String?
     let done: (RawReply, String?) -> Void
     init(_ done: @escaping (RawReply, String?) -> Void) { self.done = done }
 }
 
+/// MULTI and each queued command: privdata is the unretained box (EXEC's callback holds it);
+/// only an error reply is looked at, so "+QUEUED" costs no Swift value.
 private let queuedVisitTrampoline: RedisCallbackPointer = { _, reply, privdata in
     guard let reply, let privdata else { return }
     let r = reply.assumingMemoryBound(to: redisReply.self)
@@ -126,6 +106,7 @@ private let queuedVisitTrampoline: RedisCallbackPointer = { _, reply, privdata i
     if box.firstError == nil, let text = r.pointee.str { box.firstError = String(cString: text) }
 }
 
+/// EXEC: privdata is the retained box, released here, also on a NULL reply.
 private let execVisitTrampoline: RedisCallbackPointer = { _, reply, privdata in
     guard let privdata else { return }
     let box = Unmanaged<TransactionVisitBox>.fromOpaque(privdata).takeRetainedValue()
@@ -133,27 +114,6 @@ private let execVisitTrampoline: RedisCallbackPointer = { _, reply, privdata in
         box.done(.reply(RedisReplyView(UnsafePointer(reply.assumingMemoryBound(to: redisReply.self)))), box.firstError)
     } else {
         box.done(.failed("ERR connection lost"), box.firstError)
-    }
-}
-
-/// MULTI and each queued command: privdata is the unretained `TransactionBox` (EXEC's callback
-/// holds it); only an error reply is looked at, so "+QUEUED" costs no Swift value.
-private let queuedTrampoline: RedisCallbackPointer = { _, reply, privdata in
-    guard let reply, let privdata else { return }
-    let r = reply.assumingMemoryBound(to: redisReply.self)
-    guard r.pointee.type == REDIS_REPLY_ERROR else { return }
-    let box = Unmanaged<TransactionBox>.fromOpaque(privdata).takeUnretainedValue()
-    if box.firstError == nil, let text = r.pointee.str { box.firstError = String(cString: text) }
-}
-
-/// EXEC: privdata is the retained `TransactionBox`, released here, also on a NULL reply.
-private let execTrampoline: RedisCallbackPointer = { _, reply, privdata in
-    guard let privdata else { return }
-    let box = Unmanaged<TransactionBox>.fromOpaque(privdata).takeRetainedValue()
-    if let reply {
-        box.done(RedisReply.copy(reply.assumingMemoryBound(to: redisReply.self)), box.firstError)
-    } else {
-        box.done(.error("ERR connection lost"), box.firstError)
     }
 }
 
@@ -410,7 +370,7 @@ public final class RedisConnection {
 
     // MARK: commands
 
-    /// Sends one command (binary safe, via `redisAsyncCommandArgv`). The callback always runs
+    /// Sends one command (binary safe, written in RESP here). The callback always runs
     /// exactly once on the loop: with the reply, or with an error reply.
     public func send(_ args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
         guard !subscriber else { callback(.error("ERR subscriber connection")); return }
@@ -423,13 +383,7 @@ public final class RedisConnection {
         guard !subscriber else { callback(.error("ERR subscriber connection")); return }
         guard state == .ready, context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
         precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
-        let box = Unmanaged.passRetained(ReplyBox(callback)).toOpaque()
-        if !sendFormatted(command.bytes, callback: commandTrampoline, privdata: box) {
-            Unmanaged<ReplyBox>.fromOpaque(box).release()
-            callback(.error("ERR redis unavailable: command rejected"))
-            return
-        }
-        scheduleFlush()
+        submit(command.bytes) { callback(RedisReply($0)) }
     }
 
     public func send(_ args: [String], _ callback: @escaping (RedisReply) -> Void) {
@@ -442,13 +396,7 @@ public final class RedisConnection {
     public func sendVisiting(_ args: [[UInt8]], _ visit: @escaping (RawReply) -> Void) {
         guard !subscriber else { visit(.failed("ERR subscriber connection")); return }
         guard state == .ready, context != nil else { visit(.failed("ERR redis unavailable: \(lastError)")); return }
-        let box = Unmanaged.passRetained(RawReplyBox(visit)).toOpaque()
-        if !sendWithCallback(args, callback: rawCommandTrampoline, privdata: box) {
-            Unmanaged<RawReplyBox>.fromOpaque(box).release()
-            visit(.failed("ERR redis unavailable: command rejected"))
-            return
-        }
-        scheduleFlush()
+        submit(RedisConnection.format(args), visit)
     }
 
     /// One transaction on this connection:
@@ -459,20 +407,7 @@ public final class RedisConnection {
     /// error) and the first error a queued command was refused with, if any (OOM, READONLY...:
     /// EXEC then answers EXECABORT). The queued commands' "+QUEUED" replies are not copied.
     public func transaction(_ commands: [[[UInt8]]], _ done: @escaping (RedisReply, String?) -> Void) {
-        guard !subscriber else { done(.error("ERR subscriber connection"), nil); return }
-        guard state == .ready, context != nil else { done(.error("ERR redis unavailable: \(lastError)"), nil); return }
-        let box = TransactionBox(done)
-        let unretained = Unmanaged.passUnretained(box).toOpaque()
-        let retained = Unmanaged.passRetained(box).toOpaque()
-        var sent = sendWithCallback([RedisConnection.multi], callback: queuedTrampoline, privdata: unretained)
-        for command in commands where sent { sent = sendWithCallback(command, callback: queuedTrampoline, privdata: unretained) }
-        if !sent || !sendWithCallback([RedisConnection.exec], callback: execTrampoline, privdata: retained) {
-            // Only when the context is gone, which fails every queued callback with NULL first.
-            Unmanaged<TransactionBox>.fromOpaque(retained).release()
-            done(.error("ERR redis unavailable: command rejected"), nil)
-            return
-        }
-        scheduleFlush()
+        transaction(commands.map { RESPCommand($0) }, visiting: { reply, refused in done(RedisReply(reply), refused) })
     }
 
     /// `transaction(_:_:)` for commands already written in RESP (`RESPCommand`), with EXEC's
@@ -500,10 +435,16 @@ public final class RedisConnection {
 
     private func rawCommand(_ args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
         guard context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
-        let box = Unmanaged.passRetained(ReplyBox(callback)).toOpaque()
-        if !sendWithCallback(args, callback: commandTrampoline, privdata: box) {
-            Unmanaged<ReplyBox>.fromOpaque(box).release()
-            callback(.error("ERR redis unavailable: command rejected"))
+        submit(RedisConnection.format(args)) { callback(RedisReply($0)) }
+    }
+
+    /// The one way a command with a reply goes out: `visit` runs exactly once, with the reply
+    /// or with why none came.
+    private func submit(_ command: [UInt8], _ visit: @escaping (RawReply) -> Void) {
+        let box = Unmanaged.passRetained(RawReplyBox(visit)).toOpaque()
+        if !sendFormatted(command, callback: rawCommandTrampoline, privdata: box) {
+            Unmanaged<RawReplyBox>.fromOpaque(box).release()
+            visit(.failed("ERR redis unavailable: command rejected"))
             return
         }
         scheduleFlush()
@@ -526,7 +467,9 @@ public final class RedisConnection {
         redisAsyncHandleWrite(ctx)
     }
 
-    /// A command already in RESP; `bytes` gets the NUL hiredis scans for (see below).
+    /// A command already in RESP. hiredis scans it with strchr to spot (P)SUBSCRIBE and its
+    /// channels, as it does its own NUL-terminated sds: the terminator is there, outside the
+    /// length.
     private func sendFormatted(_ bytes: [UInt8], callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
         guard let ctx = context else { return false }
         var command = bytes
@@ -539,15 +482,7 @@ public final class RedisConnection {
 
     @discardableResult
     private func sendWithCallback(_ args: [[UInt8]], callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
-        guard let ctx = context else { return false }
-        var command = RedisConnection.format(args)
-        // hiredis scans the command with strchr to spot (P)SUBSCRIBE and its channels, as it
-        // does its own NUL-terminated sds: the terminator is there, outside the length.
-        command.append(0)
-        let rc = command.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { redisAsyncFormattedCommand(ctx, callback, privdata, $0.baseAddress, $0.count - 1) }
-        }
-        return rc == REDIS_OK
+        sendFormatted(RedisConnection.format(args), callback: callback, privdata: privdata)
     }
 
     /// One command in RESP, as `redisAsyncFormattedCommand` takes it (hiredis copies it):
@@ -557,21 +492,7 @@ public final class RedisConnection {
     /// Built here in one buffer: `redisAsyncCommandArgv` wanted a C copy of every argument and
     /// then formatted each with `sdscatfmt`, a malloc and a format parse per argument, which
     /// was a tenth of a busy node's CPU.
-    static func format(_ args: [[UInt8]]) -> [UInt8] {
-        var size = 17
-        for a in args { size += a.count + 24 }
-        var out: [UInt8] = []
-        out.reserveCapacity(size)
-        out.append(0x2A)
-        appendDecimal(args.count, &out)
-        for a in args {
-            out.append(0x24)
-            appendDecimal(a.count, &out)
-            out.append(contentsOf: a)
-            out.append(13); out.append(10)
-        }
-        return out
-    }
+    static func format(_ args: [[UInt8]]) -> [UInt8] { RESPCommand(args).bytes }
 
     /// Appends `n` in decimal and CRLF.
     static func appendDecimal(_ n: Int, _ out: inout [UInt8]) {
@@ -623,6 +544,11 @@ public struct RESPCommand {
         RedisConnection.appendDecimal(arguments, &bytes)
     }
 
+    public init(_ args: [[UInt8]]) {
+        self.init(arguments: args.count, capacity: args.reduce(16) { $0 + $1.count + 16 })
+        for a in args { add(a) }
+    }
+
     public var isComplete: Bool { added == declared }
 
     public mutating func add(_ b: UnsafeBufferPointer<UInt8>) {
@@ -639,5 +565,15 @@ public struct RESPCommand {
     public mutating func add(_ s: String) {
         var t = s
         t.withUTF8 { add($0) }
+    }
+}
+
+extension RedisReply {
+    /// A copy of a reply read in place, or the error of one that never came.
+    init(_ raw: RawReply) {
+        switch raw {
+        case .reply(let view): self = view.copied
+        case .failed(let message): self = .error(message)
+        }
     }
 }
