@@ -124,7 +124,6 @@ public enum JSONBytes {
     /// Valid UTF-8 as a JSON string literal: `"` `\` and controls escaped (`\n` `\r` `\t`,
     /// others `\u00xx`), everything else (multi-byte sequences too) copied as is.
     private static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
-        out.reserveCapacity(out.count + text.count + 2)
         out.append(0x22)
         var run = 0
         for (i, b) in text.enumerated() where b < 0x20 || b == 0x22 || b == 0x5C {
@@ -137,8 +136,9 @@ public enum JSONBytes {
             case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
             case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
             default:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0x0F)]])
+                // \u00xx, lowercase hex; b < 0x20, so the high digit is 0 or 1.
+                let low = b & 0x0F
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, 0x30 + (b >> 4), low < 10 ? 0x30 + low : 0x57 + low])
             }
         }
         if text.count > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: text[run...])) }

@@ -383,7 +383,7 @@ public final class RedisConnection {
         guard !subscriber else { callback(.error("ERR subscriber connection")); return }
         guard state == .ready, context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
         precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
-        submit(command.bytes) { callback(RedisReply($0)) }
+        submit(command) { callback(RedisReply($0)) }
     }
 
     public func send(_ args: [String], _ callback: @escaping (RedisReply) -> Void) {
@@ -396,7 +396,7 @@ public final class RedisConnection {
     public func sendVisiting(_ args: [[UInt8]], _ visit: @escaping (RawReply) -> Void) {
         guard !subscriber else { visit(.failed("ERR subscriber connection")); return }
         guard state == .ready, context != nil else { visit(.failed("ERR redis unavailable: \(lastError)")); return }
-        submit(RedisConnection.format(args), visit)
+        submit(RESPCommand(args), visit)
     }
 
     /// One transaction on this connection:
@@ -421,7 +421,7 @@ public final class RedisConnection {
         var sent = sendWithCallback([RedisConnection.multi], callback: queuedVisitTrampoline, privdata: unretained)
         for command in commands where sent {
             precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
-            sent = sendFormatted(command.bytes, callback: queuedVisitTrampoline, privdata: unretained)
+            sent = sendFormatted(command, callback: queuedVisitTrampoline, privdata: unretained)
         }
         if !sent || !sendWithCallback([RedisConnection.exec], callback: execVisitTrampoline, privdata: retained) {
             Unmanaged<TransactionVisitBox>.fromOpaque(retained).release()
@@ -435,12 +435,12 @@ public final class RedisConnection {
 
     private func rawCommand(_ args: [[UInt8]], _ callback: @escaping (RedisReply) -> Void) {
         guard context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
-        submit(RedisConnection.format(args)) { callback(RedisReply($0)) }
+        submit(RESPCommand(args)) { callback(RedisReply($0)) }
     }
 
     /// The one way a command with a reply goes out: `visit` runs exactly once, with the reply
     /// or with why none came.
-    private func submit(_ command: [UInt8], _ visit: @escaping (RawReply) -> Void) {
+    private func submit(_ command: RESPCommand, _ visit: @escaping (RawReply) -> Void) {
         let box = Unmanaged.passRetained(RawReplyBox(visit)).toOpaque()
         if !sendFormatted(command, callback: rawCommandTrampoline, privdata: box) {
             Unmanaged<RawReplyBox>.fromOpaque(box).release()
@@ -469,12 +469,10 @@ public final class RedisConnection {
 
     /// A command already in RESP. hiredis scans it with strchr to spot (P)SUBSCRIBE and its
     /// channels, as it does its own NUL-terminated sds: the terminator is there, outside the
-    /// length.
-    private func sendFormatted(_ bytes: [UInt8], callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
+    /// length (`RESPCommand` keeps it).
+    private func sendFormatted(_ command: RESPCommand, callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
         guard let ctx = context else { return false }
-        var command = bytes
-        command.append(0)
-        let rc = command.withUnsafeBufferPointer { buffer in
+        let rc = command.terminated.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { redisAsyncFormattedCommand(ctx, callback, privdata, $0.baseAddress, $0.count - 1) }
         }
         return rc == REDIS_OK
@@ -482,7 +480,7 @@ public final class RedisConnection {
 
     @discardableResult
     private func sendWithCallback(_ args: [[UInt8]], callback: RedisCallbackPointer, privdata: UnsafeMutableRawPointer) -> Bool {
-        sendFormatted(RedisConnection.format(args), callback: callback, privdata: privdata)
+        sendFormatted(RESPCommand(args), callback: callback, privdata: privdata)
     }
 
     /// One command in RESP, as `redisAsyncFormattedCommand` takes it (hiredis copies it):
@@ -533,15 +531,18 @@ public final class RedisConnection {
 /// One command written straight into RESP, argument by argument, for a hot path that would
 /// otherwise build an array per argument and then copy them all (`RedisConnection.format`).
 public struct RESPCommand {
-    public private(set) var bytes: [UInt8] = []
+    /// The command and, after it, the NUL hiredis wants (see `sendFormatted`): kept there as
+    /// arguments are added, so sending needs no copy to append it.
+    private(set) var terminated: [UInt8] = []
     private let declared: Int
     private var added = 0
 
     public init(arguments: Int, capacity: Int = 128) {
         declared = arguments
-        bytes.reserveCapacity(capacity + 1)
-        bytes.append(0x2A)
-        RedisConnection.appendDecimal(arguments, &bytes)
+        terminated.reserveCapacity(capacity + 1)
+        terminated.append(0x2A)
+        RedisConnection.appendDecimal(arguments, &terminated)
+        terminated.append(0)
     }
 
     public init(_ args: [[UInt8]]) {
@@ -549,15 +550,20 @@ public struct RESPCommand {
         for a in args { add(a) }
     }
 
+    /// The command in RESP (without the NUL).
+    public var bytes: [UInt8] { Array(terminated.dropLast()) }
+
     public var isComplete: Bool { added == declared }
 
     public mutating func add(_ b: UnsafeBufferPointer<UInt8>) {
         precondition(added < declared, "RESPCommand: more arguments than declared")
         added += 1
-        bytes.append(0x24)
-        RedisConnection.appendDecimal(b.count, &bytes)
-        bytes.append(contentsOf: b)
-        bytes.append(13); bytes.append(10)
+        terminated.removeLast()
+        terminated.append(0x24)
+        RedisConnection.appendDecimal(b.count, &terminated)
+        terminated.append(contentsOf: b)
+        terminated.append(13); terminated.append(10)
+        terminated.append(0)
     }
 
     public mutating func add(_ a: [UInt8]) { a.withUnsafeBufferPointer { add($0) } }

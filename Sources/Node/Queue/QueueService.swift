@@ -601,7 +601,9 @@ public final class QueueService: NodeService {
         guard queue.isEmpty, !queue.attemptRunning else { return }
         queue.fallback?.cancel()
         queue.fallback = nil
-        waitQueues[queue.topic + "\u{0}" + queue.group] = nil
+        // A deferred call may come after this queue was dropped and a new one took its place.
+        let id = queue.topic + "\u{0}" + queue.group
+        if waitQueues[id] === queue { waitQueues[id] = nil }
     }
 
     /// Long-poll waiters on this node (the `concord_queue_longpoll_waiters` gauge).
