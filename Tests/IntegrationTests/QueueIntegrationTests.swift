@@ -483,11 +483,11 @@ final class QueueIntegrationTests: XCTestCase {
         let state = ChaosState()
         let ports = c.nodes.map(\.port)
         let stopProducing = QueueFlag(), stopConsuming = QueueFlag()
-        let threads = DispatchGroup()
+        let producers = DispatchGroup(), consumers = DispatchGroup()
         for worker in 0..<2 {
-            threads.enter()
+            producers.enter()
             Thread {
-                defer { threads.leave() }
+                defer { producers.leave() }
                 let clients = ports.map { HTTPClient(host: "127.0.0.1", port: $0, timeoutMs: 3000) }
                 var batch = 0
                 while !stopProducing.isSet {
@@ -508,9 +508,9 @@ final class QueueIntegrationTests: XCTestCase {
             }.start()
         }
         for worker in 0..<2 {
-            threads.enter()
+            consumers.enter()
             Thread {
-                defer { threads.leave() }
+                defer { consumers.leave() }
                 let clients = ports.map { HTTPClient(host: "127.0.0.1", port: $0, timeoutMs: 3000) }
                 while !stopConsuming.isSet {
                     let client = clients.randomElement()!
@@ -538,10 +538,13 @@ final class QueueIntegrationTests: XCTestCase {
             pause(1.5)
         }
         stopProducing.set()
+        // A produce in flight when the flag was set may still be answered 200 and confirmed:
+        // the drain is judged only once no producer can confirm anything more.
+        XCTAssertEqual(producers.wait(timeout: .now() + 30), .success, "producers did not stop")
         print("chaos: producers stopped with \(state.confirmedCount) confirmed")
         let missingAfter = try? waitUntil("every confirmed message delivered", seconds: 20) { state.missing.isEmpty }
         stopConsuming.set()
-        threads.wait()
+        consumers.wait()
         let missing = state.missing
         print("chaos: confirmed \(state.confirmedCount), delivered distinct \(state.distinctCount), duplicates \(state.duplicates), missing \(missing.count)\(missingAfter.map { String(format: ", drained %.1f s after the faults", $0) } ?? "")")
         XCTAssertGreaterThan(state.confirmedCount, 100)
