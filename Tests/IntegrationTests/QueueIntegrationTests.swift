@@ -596,7 +596,7 @@ extension QueueIntegrationTests {
         }
         // The registry entry goes (as with a flushed Redis); the node forgets it at its next refresh.
         _ = try c.redis.cli("HDEL", "concord:\(c.cluster):q:topics", topic)
-        usleep(1_500_000)
+        try waitUntil("n1 forgot the topic", seconds: 10) { try n1.get("/queue/status/\(topic)").status == 404 }
         let created = try n1.post("/queue/topic", .object([("topic", .string(topic)), ("partitions", .int(2))]))
         XCTAssertEqual(created.status, 200, created.text)
         let (first, none) = try n1.consume(topic, group: "g2")
