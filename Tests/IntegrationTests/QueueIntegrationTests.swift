@@ -284,6 +284,41 @@ final class QueueIntegrationTests: XCTestCase {
         _ = try n1.client().ack(topic, got.map(\.receipt))
     }
 
+    /// A nacked message whose backoff runs out is announced on the bus when it comes due, as a
+    /// new message is, so long-polls wake then rather than at their once-a-second re-check.
+    func testANackedMessageIsAnnouncedWhenItsBackoffRunsOut() throws {
+        let c = try SharedQueueCluster.get()
+        let topic = "due-\(UInt32.random(in: 0..<UInt32.max))"
+        let n1 = c.node("n1").client()
+        XCTAssertEqual(try n1.consume(topic).0.status, 200)
+        let bus = RESPTestClient(port: c.redis.port)
+        defer { bus.close() }
+        _ = try bus.command(["SUBSCRIBE", "concord:\(c.cluster):bus:all"])
+        /// The next queue notification naming this topic (its payload is
+        /// {"topics":[[topic,[p...]]]}), and when it came; nil if none within `seconds`.
+        func nextNotification(seconds: Double) -> Int64? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                guard let push = try? bus.nextPush() else { return nil }
+                if push.contains("{\"topics\":") && push.contains("\"\(topic)\"") { return Int64(Date().timeIntervalSince1970 * 1000) }
+            }
+            return nil
+        }
+        XCTAssertEqual(try n1.post("/queue/produce", .object([("topic", .string(topic)), ("body", .int(1))])).status, 200)
+        XCTAssertNotNil(nextNotification(seconds: 5), "the produce is announced")
+        let (_, got) = try n1.consume(topic)
+        XCTAssertEqual(got.count, 1)
+        let nacked = try c.node("n2").client().post("/queue/nack", .object([("topic", .string(topic)), ("receipt", .string(got[0].receipt)), ("delay_ms", .int(1500))]))
+        XCTAssertEqual(nacked.status, 200, nacked.text)
+        let due = nacked.json?["visible_at_ms"]?.int64Value ?? 0
+        guard let announcedAt = nextNotification(seconds: 6) else { return XCTFail("no notification for \(topic) when its retry came due") }
+        XCTAssertGreaterThanOrEqual(announcedAt, due - 50, "announced before the retry was due")
+        let (r, again) = try n1.consume(topic, waitMs: 2000)
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(again.map(\.attempt), [2])
+        _ = try n1.ack(topic, again.map(\.receipt))
+    }
+
     /// This node's long-poll waiters, from its metrics.
     private func longPollWaiters(_ node: NodeProcess) throws -> Double {
         let text = try node.client().get("/metrics").text

@@ -163,6 +163,10 @@ final class RESPTestClient {
         return try readValue()
     }
 
+    /// The next value Redis pushes (a pub/sub message after SUBSCRIBE), flattened as above;
+    /// throws when none arrives within the 5 s receive timeout.
+    func nextPush() throws -> String { try readValue() }
+
     private func line() throws -> String {
         while true {
             if let i = buffer.firstIndex(of: 10), i > 0, buffer[i - 1] == 13 {

@@ -909,6 +909,27 @@ public final class QueueService: NodeService {
 
     // MARK: POST /queue/nack
 
+    /// A nacked message whose backoff is running comes due at `visibleAtMs`: the node that
+    /// took the nack announces it then, so long-polls on any node wake as they do for a new
+    /// message, not at their once-a-second re-check. Bounded: at most `dueTimersMax` pending
+    /// and backoffs up to `dueTimerHorizonMs` (the 5 min cap of the default backoff); past
+    /// either bound, or if this node stops first, the re-check still finds it.
+    private func announceWhenDue(topic: String, partition: Int, visibleAtMs: Int64) {
+        let delay = visibleAtMs - EventLoop.wallMs()
+        guard delay <= QueueService.dueTimerHorizonMs, dueTimers < QueueService.dueTimersMax else { return }
+        guard delay > 0 else { announce(topic: topic, partitions: [partition]); return }
+        dueTimers += 1
+        loop.after(ms: Int(delay) + 1) { [weak self] in
+            guard let self else { return }
+            self.dueTimers -= 1
+            if !self.stopping { self.announce(topic: topic, partitions: [partition]) }
+        }
+    }
+
+    static let dueTimersMax = 10_000
+    static let dueTimerHorizonMs: Int64 = 300_000
+    private var dueTimers = 0
+
     ///     EVALSHA queue_nack 8 P:log P:refs G:inflight G:retry G:attempts G:dlq G:dlq:ids G:data
     ///             now_ms group partition receipt delay_ms|""
     private func nack(_ request: HTTPRequest) throws {
@@ -937,6 +958,7 @@ public final class QueueService: NodeService {
                 case "requeued":
                     let visibleAt = parts[1].integer ?? 0
                     if input.delayMs == 0 { self.announce(topic: input.topic, partitions: [p]) }
+                    else { self.announceWhenDue(topic: input.topic, partition: p, visibleAtMs: visibleAt) }
                     request.respond(200, .object([("requeued", .bool(true)), ("visible_at_ms", .int(visibleAt))]))
                 case "dead":
                     self.metrics.increment("concord_queue_dead_lettered_total", [("topic", input.topic)])
