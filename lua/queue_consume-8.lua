@@ -39,7 +39,9 @@
     {receipt, id, body, key, attempt, seq}   a redelivery (retry), read here
     {lease, first_seq, last_seq}             first deliveries of log entries first..last
                                              (integers) in lease "L<n>": the caller reads
-                                             them with XRANGE log 0-<first> 0-<last>
+                                             them with XRANGE log 0-<first> 0-<last>; a lease
+                                             of at most 4 entries comes instead as its
+                                             entries, {receipt, id, body, key, 1, seq} each
   receipt = "<partition>:<seq>:<delivery>", delivery counting every delivery of this entry
   to this group (never reset, unlike attempt, which redrive resets); a first delivery's
   receipt is "<partition>:<seq>:L<n>" (attempt 1). Only the receipt of the current in-flight
@@ -121,10 +123,12 @@ end
 -- 2. New log entries after the cursor, in log order, delivered in leases of at most
 -- LEASE_MAX: a single in-flight member, attempts record and ref per lease instead of one per
 -- message. The bound keeps an ack of one entry cheap (it rewrites its lease's record).
--- The entries themselves are not read here: sequence numbers are contiguous (XADD 0-*; only
--- trim deletes, from the head, never past a cursor), so the script reserves the range and the
--- caller reads it with XRANGE, straight from Redis, without a round through Lua tables.
+-- The entries of a long range are not read here: sequence numbers are contiguous (XADD 0-*;
+-- only trim deletes, from the head, never past a cursor), so the script reserves the range and
+-- the caller reads it with XRANGE, straight from Redis, without a round through Lua tables.
+-- A range of at most INLINE_MAX entries is read here, which saves the caller a round trip.
 local LEASE_MAX = 100
+local INLINE_MAX = 4
 local room = max - #reply
 if room > 0 then
   local tail = rcall("XREVRANGE", K_LOG, "+", "-", "COUNT", 1)
@@ -147,7 +151,18 @@ if room > 0 then
       refs_args[#refs_args + 1] = seqs[1]
       refs_args[#refs_args + 1] = lease .. ":" .. group
       extra = extra + #seqs - 1
-      reply[#reply + 1] = {lease, first_seq, last_seq}
+      if #seqs <= INLINE_MAX then
+        -- A short range is read here: the caller gets the entries in this reply, one round
+        -- trip instead of two (a consume of one message at a time).
+        for _, entry in ipairs(rcall("XRANGE", K_LOG, "0-" .. seqs[1], "0-" .. seqs[#seqs])) do
+          local f, e = entry[2], {}
+          for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
+          local seq = string.sub(entry[1], 3)
+          reply[#reply + 1] = {p_text .. ":" .. seq .. ":" .. lease, e.id or "", e.body or "", e.key or "", 1, tonumber(seq)}
+        end
+      else
+        reply[#reply + 1] = {lease, first_seq, last_seq}
+      end
     end
     rcall("HSET", K_GROUPS, group, string.format("%d", cursor + n))
     if extra > 0 then rcall("HINCRBY", K_ATTEMPTS, "#", extra) end

@@ -394,9 +394,14 @@ public final class RedisConnection {
     /// only scanned once (an XRANGE of a hundred entries would otherwise become a thousand
     /// Swift arrays). `visit` runs exactly once on the loop.
     public func sendVisiting(_ args: [[UInt8]], _ visit: @escaping (RawReply) -> Void) {
+        sendVisiting(RESPCommand(args), visit)
+    }
+
+    public func sendVisiting(_ command: RESPCommand, _ visit: @escaping (RawReply) -> Void) {
         guard !subscriber else { visit(.failed("ERR subscriber connection")); return }
         guard state == .ready, context != nil else { visit(.failed("ERR redis unavailable: \(lastError)")); return }
-        submit(RESPCommand(args), visit)
+        precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
+        submit(command, visit)
     }
 
     /// One transaction on this connection:

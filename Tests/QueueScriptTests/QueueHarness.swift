@@ -124,7 +124,7 @@ struct Queue {
         try scripts.eval(client, name, keys: keys, args: args)
     }
 
-    private func check(_ reply: RESP, _ name: String) throws -> RESP {
+    func check(_ reply: RESP, _ name: String) throws -> RESP {
         if let message = reply.errorMessage { throw RESPError(description: "\(name): \(message)") }
         return reply
     }

@@ -543,6 +543,31 @@ final class QueueScriptTests: XCTestCase {
         }
     }
 
+    /// A short lease (at most 4 entries) comes back as its entries, which saves the node the
+    /// XRANGE round trip; a longer one as a range the node reads. Both are leases alike.
+    func testShortLeasesComeInlineLongOnesAsARange() throws {
+        _ = try q.ensureGroup("g")
+        try q.produce(messages(0..<10), now: t0)
+        func consumeRaw(_ max: Int) throws -> [RESP] {
+            try q.check(q.raw("queue_consume-8.lua", keys: q.consumeKeys("g"), args: [String(t0), "g", String(q.partition), String(max), "30000"]), "consume").array ?? []
+        }
+        let short = try consumeRaw(4)
+        XCTAssertEqual(short.map { $0.array?.count ?? 0 }, [6, 6, 6, 6], "entries inline")
+        let inline = short.map(Queue.delivery)
+        XCTAssertEqual(inline.map(\.id), ["m0", "m1", "m2", "m3"])
+        XCTAssertEqual(inline.map(\.attempt), [1, 1, 1, 1])
+        XCTAssertEqual(inline.map(\.body), (0..<4).map { "{\"n\":\($0)}" })
+        XCTAssertEqual(Set(inline.map { $0.receipt.split(separator: ":")[2] }).count, 1, "one lease")
+        XCTAssertTrue(inline[0].receipt.split(separator: ":")[2].hasPrefix("L"))
+        let long = try consumeRaw(5)
+        XCTAssertEqual(long.map { $0.array?.count ?? 0 }, [3], "a range {lease, first, last}")
+        let rest = try q.deliveries(.array(long))
+        XCTAssertEqual(rest.map(\.id), ["m4", "m5", "m6", "m7", "m8"])
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 9)
+        XCTAssertEqual(try q.ack("g", (inline + rest).map(\.receipt)).acked, 9)
+        XCTAssertEqual(try q.status("g", now: t0).inflight, 0)
+    }
+
     /// A batch over 100 is split into leases of at most 100; counts and cleanup stay exact.
     func testLargeBatchesSplitIntoBoundedLeases() throws {
         _ = try q.ensureGroup("g")

@@ -319,6 +319,8 @@ public final class QueueService: NodeService {
     /// or, when no message of the share has an `id` or a delay:
     ///
     ///     MULTI; XADD P:log 0-* id <id> key <key> body <body> max <n> ts <now_ms> (each); EXEC
+    ///
+    /// (a share of one message: the bare XADD).
     private func store(_ input: ProduceRequest, partitions: Int, request: HTTPRequest) {
         let topic = input.topic
         // Reduced by the current count: a topic re-created with fewer partitions (a lost registry)
@@ -371,6 +373,25 @@ public final class QueueService: NodeService {
                     c.add(QueueService.fieldMax); c.add(String(m.maxAttempts))
                     c.add(QueueService.fieldTS); c.add(nowBytes)
                     commands.append(c)
+                }
+                if commands.count == 1 {
+                    // One message: a bare XADD (one command is atomic by itself).
+                    redis.sendVisiting(commands[0]) { [weak self] reply in
+                        guard let self else { return }
+                        switch reply {
+                        case .failed(let error):
+                            if failure == nil { failure = self.httpError(error) }
+                        case .reply(let view):
+                            if let error = view.errorMessage {
+                                if failure == nil { failure = self.httpError(error) }
+                            } else {
+                                stored += 1
+                                notify.append(p)
+                            }
+                        }
+                        finish()
+                    }
+                    continue
                 }
                 // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
                 // only EXECABORT: the first refusal is the cause to report.
