@@ -58,7 +58,28 @@ struct BenchQueue: ParsableCommand {
             // Leave nothing behind: the baseline's streams.
             if let c = try? BlockingRESP(url: redisURL) {
                 for batch in batches { _ = try? c.call(["DEL", "concord-bench:\(runID):b\(batch)"]) }
+                // And Concord's bench topics: the API has no topic delete, and a topic left
+                // behind keeps its partitions' timers busy for as long as the cluster runs.
+                if let cluster = (try? HTTPClient(url: opts.targets[0])?.get("/status"))??.json?["cluster"]?.stringValue {
+                    for batch in batches { removeTopic(c, cluster: cluster, topic: "bench-\(runID)-b\(batch)") }
+                }
             }
+        }
+    }
+
+    /// Deletes a bench topic's keys (its name needs no escaping: [a-z0-9-]). Nodes forget it
+    /// at their next registry refresh. Bounded: at most 1,000 SCAN rounds.
+    private func removeTopic(_ c: BlockingRESP, cluster: String, topic: String) {
+        _ = try? c.call(["HDEL", "concord:\(cluster):q:topics", topic])
+        _ = try? c.call(["DEL", "concord:\(cluster):q:groups:\(topic)"])
+        var cursor = "0"
+        for _ in 0..<1000 {
+            guard case .array(let reply)? = try? c.call(["SCAN", cursor, "MATCH", "concord:\(cluster):q:{\(topic):*", "COUNT", "1000"]),
+                  let parts = reply, parts.count == 2, case .bulk(let next?) = parts[0], case .array(let found?) = parts[1] else { return }
+            let keys = found.compactMap { v -> String? in if case .bulk(let b?) = v { return String(decoding: b, as: UTF8.self) } else { return nil } }
+            if !keys.isEmpty { _ = try? c.call(["DEL"] + keys) }
+            cursor = String(decoding: next, as: UTF8.self)
+            if cursor == "0" { return }
         }
     }
 
