@@ -148,7 +148,7 @@ public enum JSONBytes {
     /// Appends JSON text stored by this service (a message body) as is; invalid UTF-8 is
     /// repaired as above. Empty text is `null`.
     public static func appendRaw(_ json: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) {
-        if json.isEmpty { out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C]); return }
+        if json.isEmpty { appendLiteral("null", into: &out); return }
         var ascii = true
         for b in json where b >= 0x80 { ascii = false; break }
         if ascii || String(validating: json, as: UTF8.self) != nil { out.append(contentsOf: json); return }

@@ -380,10 +380,7 @@ public final class RedisConnection {
 
     /// Sends one command already written in RESP.
     public func send(_ command: RESPCommand, _ callback: @escaping (RedisReply) -> Void) {
-        guard !subscriber else { callback(.error("ERR subscriber connection")); return }
-        guard state == .ready, context != nil else { callback(.error("ERR redis unavailable: \(lastError)")); return }
-        precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
-        submit(command) { callback(RedisReply($0)) }
+        sendVisiting(command) { callback(RedisReply($0)) }
     }
 
     public func send(_ args: [String], _ callback: @escaping (RedisReply) -> Void) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Histogram
+import Node
 import Runtime
 
 // MARK: - concord bench queue
@@ -67,17 +68,21 @@ struct BenchQueue: ParsableCommand {
         }
     }
 
-    /// Deletes a bench topic's keys (its name needs no escaping: [a-z0-9-]). Nodes forget it
-    /// at their next registry refresh. Bounded: at most 1,000 SCAN rounds.
+    /// Deletes a bench topic's keys, named by the node's own layout (`QueueKeys`); nodes forget
+    /// the topic at their next registry refresh. Bounded: at most 1,000 SCAN rounds.
     private func removeTopic(_ c: BlockingRESP, cluster: String, topic: String) {
-        _ = try? c.call(["HDEL", "concord:\(cluster):q:topics", topic])
-        _ = try? c.call(["DEL", "concord:\(cluster):q:groups:\(topic)"])
+        let keys = QueueKeys(cluster: cluster)
+        _ = try? c.call(["HDEL", keys.topics, topic])
+        _ = try? c.call(["DEL", keys.groups(topic: topic)])
+        // Every partition's keys: "concord:<c>:q:{<topic>:<p>}:..." (bench topic names hold no
+        // glob characters).
+        let pattern = "concord:\(cluster):q:{\(queueKeyEscape(topic)):*"
         var cursor = "0"
         for _ in 0..<1000 {
-            guard case .array(let reply)? = try? c.call(["SCAN", cursor, "MATCH", "concord:\(cluster):q:{\(topic):*", "COUNT", "1000"]),
+            guard case .array(let reply)? = try? c.call(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"]),
                   let parts = reply, parts.count == 2, case .bulk(let next?) = parts[0], case .array(let found?) = parts[1] else { return }
-            let keys = found.compactMap { v -> String? in if case .bulk(let b?) = v { return String(decoding: b, as: UTF8.self) } else { return nil } }
-            if !keys.isEmpty { _ = try? c.call(["DEL"] + keys) }
+            let names = found.compactMap { v -> String? in if case .bulk(let b?) = v { return String(decoding: b, as: UTF8.self) } else { return nil } }
+            if !names.isEmpty { _ = try? c.call(["DEL"] + names) }
             cursor = String(decoding: next, as: UTF8.self)
             if cursor == "0" { return }
         }

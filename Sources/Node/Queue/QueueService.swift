@@ -374,44 +374,43 @@ public final class QueueService: NodeService {
                     c.add(QueueService.fieldTS); c.add(nowBytes)
                     commands.append(c)
                 }
+                // The log's share is stored when every XADD answered an ID; the first error
+                // met is the one to report.
+                let count = commands.count
+                let settle = { [weak self] (error: String?) in
+                    guard let self else { return }
+                    if let error {
+                        if failure == nil { failure = self.httpError(error) }
+                    } else {
+                        stored += count
+                        notify.append(p)
+                    }
+                    finish()
+                }
                 if commands.count == 1 {
                     // One message: a bare XADD (one command is atomic by itself).
-                    redis.sendVisiting(commands[0]) { [weak self] reply in
-                        guard let self else { return }
+                    redis.sendVisiting(commands[0]) { reply in
                         switch reply {
-                        case .failed(let error):
-                            if failure == nil { failure = self.httpError(error) }
-                        case .reply(let view):
-                            if let error = view.errorMessage {
-                                if failure == nil { failure = self.httpError(error) }
-                            } else {
-                                stored += 1
-                                notify.append(p)
-                            }
+                        case .failed(let error): settle(error)
+                        case .reply(let view): settle(view.errorMessage)
                         }
-                        finish()
                     }
                     continue
                 }
                 // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
                 // only EXECABORT: the first refusal is the cause to report.
-                redis.transaction(commands, visiting: { [weak self] reply, refused in
-                    guard let self else { return }
+                redis.transaction(commands, visiting: { reply, refused in
                     switch reply {
-                    case .failed(let error):
-                        if failure == nil { failure = self.httpError(refused ?? error) }
+                    case .failed(let error): settle(refused ?? error)
                     case .reply(let view):
                         if let error = view.errorMessage {
-                            if failure == nil { failure = self.httpError(refused ?? error) }
-                        } else if view.isArray, view.count == indices.count, !(0..<view.count).contains(where: { view[$0]?.isError ?? true }) {
-                            stored += view.count
-                            notify.append(p)
-                        } else if failure == nil {
-                            let firstError = (0..<view.count).lazy.compactMap { view[$0]?.errorMessage }.first
-                            failure = self.httpError(firstError ?? "ERR produce transaction aborted")
+                            settle(refused ?? error)
+                        } else if view.isArray, view.count == count, !(0..<view.count).contains(where: { view[$0]?.isError ?? true }) {
+                            settle(nil)
+                        } else {
+                            settle((0..<view.count).lazy.compactMap { view[$0]?.errorMessage }.first ?? "ERR produce transaction aborted")
                         }
                     }
-                    finish()
                 })
                 continue
             }
@@ -542,6 +541,12 @@ public final class QueueService: NodeService {
             JSONBytes.appendInt(attempt, into: &out)
             out.append(UInt8(ascii: "}"))
             json = out
+        }
+
+        /// The same from a copied reply (a redelivery in the consume script's answer).
+        init(partition: Int, receipt: [UInt8], id: [UInt8], body: [UInt8], key: [UInt8], attempt: Int64) {
+            self = receipt.withUnsafeBufferPointer { r in id.withUnsafeBufferPointer { i in body.withUnsafeBufferPointer { b in
+                key.withUnsafeBufferPointer { k in Delivered(partition: partition, receipt: r, id: i, body: b, key: k, attempt: attempt) } } } }
         }
     }
 
@@ -778,10 +783,7 @@ public final class QueueService: NodeService {
                         got += Int(last - first + 1)
                     } else if f.count >= 5, case .string(let receipt) = f[0], case .string(let id) = f[1], let body = f[2].bytes,
                               let attempt = f[4].integer {
-                        let key = f[3].bytes ?? []
-                        let d = receipt.withUnsafeBufferPointer { r in id.withUnsafeBufferPointer { i in body.withUnsafeBufferPointer { b in
-                            key.withUnsafeBufferPointer { k in Delivered(partition: p, receipt: r, id: i, body: b, key: k, attempt: attempt) } } } }
-                        parts.append([d])
+                        parts.append([Delivered(partition: p, receipt: receipt, id: id, body: body, key: f[3].bytes ?? [], attempt: attempt)])
                         got += 1
                     }
                 }
