@@ -666,14 +666,14 @@ public final class LockService: NodeService {
             return error(409, "deadlock", "waiting would close a cycle; this request was chosen as the victim", [("cycle", .array(cycle.map { .string($0) }))])
         // Only a withdrawal by the system reaches a client still waiting (the leader found its
         // node dead while it was cut off): not the client's outcome, so retry, not "timeout".
-        case .cancelled: return (503, .object([("error", .string("unavailable")), ("message", .string("the wait was withdrawn: this node was unreachable; retry"))]))
+        case .cancelled: return error(503, "unavailable", "the wait was withdrawn: this node was unreachable; retry")
         case .superseded: return error(409, "conflict", "superseded: a newer acquire by this owner took over the wait")
         case .rejected(_, _, let reason):
             switch reason {
             case .invalidArgument: return error(400, "bad_request", "invalid argument")
             case .alreadyWaiting: return error(409, "conflict", "this owner already waits for the resource in another mode (or this request has no wait_ms)")
             case .grantEnded: return error(409, "conflict", "the grant made for this request_id has ended (released or expired); acquire again with a new request_id")
-            default: return (503, .object([("error", .string("unavailable")), ("message", .string("lock table limit reached: \(reason.rawValue)"))]))
+            default: return error(503, "unavailable", "lock table limit reached: \(reason.rawValue)")
             }
         case .released: return (200, .object([("released", .bool(true))]))
         case .notHeld: return error(404, "not_held", "the owner does not hold this lock")
