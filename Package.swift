@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(name: "CacheTests", dependencies: ["Cache"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime"]),
-        .testTarget(name: "QueueScriptTests", dependencies: ["Runtime"]),
+        .testTarget(name: "QueueScriptTests", dependencies: ["Runtime", "Node"]),
         // Real redis-server and real `concord` processes; depends on the executable so it is built.
         .testTarget(name: "IntegrationTests", dependencies: ["Runtime", "concord"]),
     ]

@@ -14,16 +14,22 @@
 
   ARGV[1]  group       group name (1..256 bytes)
   ARGV[2]  partition   this partition's number, 0..65535
-  ARGV[3..] receipts   1..1000 receipts "<partition>:<seq>:<delivery>" or "<partition>:<seq>:L<n>"
+  ARGV[3..] receipts   1..1000 receipts "<partition>:<seq>:<delivery>" or "<partition>:<seq>:L<n>",
+                       or "<partition>:<first>-<last>:L<n>": the caller's short form of the
+                       consecutive lease receipts <first>..<last> (first <= last), in that order;
+                       1000 receipts at most in all
 
   A lease receipt is accepted while its seq is still in the lease's record (consume put it
   there; ack, nack and the visibility timeout take it out). The lease goes when it is empty.
 
   Reply: {acked, {not_found receipt, ...}}: acked an integer; not_found the receipts (in
-  argument order) that are malformed, of another partition, stale, or already acked.
+  argument order, a short form's as its single receipts) that are malformed, of another
+  partition, stale, or already acked.
   Errors (nothing written): "BADARG <what>".
 ]]
 local rcall = redis.call
+
+--@include lease_seqs
 
 local group = ARGV[1]
 local pstr = ARGV[2]
@@ -44,17 +50,28 @@ local partition = tonumber(pstr)
 -- One pattern per receipt, and flat arrays rather than a table per receipt: this loop runs
 -- up to 1000 times per call.
 local cand_index, cand_seq, cand_delivery = {}, {}, {}
-local by_lease, leases = {}, {}   -- lease -> {arg index, seq, arg index, seq, ...}; leases in first-seen order
+local by_lease, leases = {}, {}   -- lease -> {arg index, seq or "first-last", ...}; leases in first-seen order
+local ranges = {}                 -- arg index of a short form -> {first, last}
 local match = string.match
+local total = 0
 for i = 3, #ARGV do
   local p, seq, d = match(ARGV[i], "^(%d+):(%d+):(L?%d+)$")
+  local upto
+  if not p then p, seq, upto, d = match(ARGV[i], "^(%d+):(%d+)%-(%d+):(L%d+)$") end
   if p and #p <= 5 and #seq <= 15 and (p == pstr or tonumber(p) == partition) then
     if string.byte(d, 1) == 76 then          -- "L<n>": a first delivery in lease L<n>
-      if #d <= 16 then
+      local first, last = tonumber(seq), upto and tonumber(upto)
+      if #d <= 16 and (not upto or (#upto <= 15 and first <= last and last - first < 1000)) then
         local list = by_lease[d]
         if not list then list = {}; by_lease[d] = list; leases[#leases + 1] = d end
         list[#list + 1] = i
-        list[#list + 1] = seq
+        if upto then
+          list[#list + 1] = seq .. "-" .. upto
+          ranges[i] = {first, last}
+          total = total + last - first
+        else
+          list[#list + 1] = seq
+        end
       end
     elseif #d <= 15 then
       local k = #cand_index + 1
@@ -62,8 +79,11 @@ for i = 3, #ARGV do
     end
   end
 end
+if n + total > 1000 then
+  return redis.error_reply("BADARG expected 1..1000 receipts, got " .. (n + total))
+end
 
-local ok_index = {}
+local ok_index, ok_seqs = {}, {}
 local lease_acked = 0
 if #leases > 0 then
   local records = rcall("HMGET", KEYS[4], unpack(leases))
@@ -71,32 +91,52 @@ if #leases > 0 then
   for j, lease in ipairs(leases) do
     local ms, list = match(records[j] or "", "^(%d+):(.*)$")
     if ms then
-      local named = by_lease[lease]          -- arg index, seq, arg index, seq, ...
+      local named = by_lease[lease]          -- arg index, seq or "first-last", ...
       local named_seqs = {}
       for k = 2, #named, 2 do named_seqs[#named_seqs + 1] = named[k] end
-      local pending, order, removed
+      local pending, order, size, removed
       if table.concat(named_seqs, ",") == list then
         -- The receipts name exactly the lease's unacked entries, in order: the usual ack of a
-        -- whole consumed batch, decided with one comparison instead of a set per lease.
-        for k = 1, #named, 2 do ok_index[named[k]] = true end
-        order, removed = named_seqs, #named_seqs
-      else
-        pending, order, removed = {}, {}, 0
-        for s in string.gmatch(list, "%d+") do pending[s] = true; order[#order + 1] = s end
+        -- whole consumed batch (a new lease's range in its short form), decided with one
+        -- comparison instead of a set per lease.
+        size = 0
         for k = 1, #named, 2 do
-          local seq = named[k + 1]
-          if pending[seq] then
-            pending[seq] = nil
-            ok_index[named[k]] = true
+          ok_index[named[k]] = true
+          local range = ranges[named[k]]
+          size = size + (range and range[2] - range[1] + 1 or 1)
+        end
+        removed = size
+      else
+        pending, order, removed = {}, lease_seqs(list), 0
+        size = #order
+        for _, s in ipairs(order) do pending[s] = true end
+        for k = 1, #named, 2 do
+          local i = named[k]
+          local range = ranges[i]
+          if range then
+            -- A short form: each of its receipts on its own; `ok_seqs` tells which were taken.
+            local taken = {}
+            for seq = range[1], range[2] do
+              local s = string.format("%d", seq)
+              if pending[s] then
+                pending[s] = nil
+                taken[s] = true
+                removed = removed + 1
+              end
+            end
+            ok_seqs[i] = taken
+          elseif pending[named[k + 1]] then
+            pending[named[k + 1]] = nil
+            ok_index[i] = true
             removed = removed + 1
           end
         end
       end
-      if removed == #order then
+      if removed == size then
         rcall("HDEL", KEYS[4], lease)
         rcall("ZREM", KEYS[2], lease)
         rcall("ZREM", KEYS[1], lease .. ":" .. group)
-        delta = delta - (#order - 1)
+        delta = delta - (size - 1)
       elseif removed > 0 then
         local rest = {}
         for _, s in ipairs(order) do if pending[s] then rest[#rest + 1] = s end end
@@ -139,6 +179,16 @@ end
 
 local not_found = {}
 for i = 3, #ARGV do
-  if not ok_index[i] then not_found[#not_found + 1] = ARGV[i] end
+  local range = ranges[i]
+  if range and not ok_index[i] then
+    local p, d = match(ARGV[i], "^(%d+):"), match(ARGV[i], ":(L%d+)$")
+    local taken = ok_seqs[i] or {}
+    for seq = range[1], range[2] do
+      local s = string.format("%d", seq)
+      if not taken[s] then not_found[#not_found + 1] = p .. ":" .. s .. ":" .. d end
+    end
+  elseif not ok_index[i] then
+    not_found[#not_found + 1] = ARGV[i]
+  end
 end
 return {#done + lease_acked, not_found}

@@ -19,8 +19,10 @@
   KEYS[5]  inflight   zset    ...:g:<group>:inflight  seq or lease "L<n>" scored by visibility deadline (ms)
   KEYS[6]  retry      zset    ...:g:<group>:retry     seq scored by visible-at time (ms)
   KEYS[7]  attempts   hash    ...:g:<group>:attempts  seq -> "<attempt>:<last_delivery_ms>:<delivery>";
-                                                    "L<n>" -> "<delivery_ms>:<seq>,<seq>,..." (a lease's
-                                                    unacked entries); "#" -> sum over leases of
+                                                    "L<n>" -> "<delivery_ms>:<first>-<last>" (a new
+                                                    lease), "<delivery_ms>:<seq>,<seq>,..." once an
+                                                    entry left it (includes/lease_seqs.lua);
+                                                    "#" -> sum over leases of
                                                     (entries - 1), so in-flight = ZCARD(inflight) + "#"
   KEYS[8]  data       hash    ...:g:<group>:data      seq -> JSON copy of a dead/redriven entry
 
@@ -110,7 +112,7 @@ if max > 0 then
         inflight_args[#inflight_args + 1] = seq
         attempts_args[#attempts_args + 1] = seq
         attempts_args[#attempts_args + 1] = attempt .. ":" .. now_text .. ":" .. delivery
-        reply[#reply + 1] = {p_text .. ":" .. seq .. ":" .. delivery, e.id, e.body, e.key, attempt, tonumber(seq)}
+        reply[#reply + 1] = {p_text .. ":" .. seq .. ":" .. delivery, e.id or "", e.body or "", e.key or "", attempt, tonumber(seq)}
       else
         -- Its log entry is gone (trimmed by hand?) and no copy exists: drop the state.
         rcall("HDEL", K_ATTEMPTS, seq)
@@ -142,19 +144,20 @@ if room > 0 then
       local lease = "L" .. string.format("%d", last_lease - leases + l)
       local first_seq = cursor + (l - 1) * LEASE_MAX + 1
       local last_seq = math.min(cursor + n, cursor + l * LEASE_MAX)
-      local seqs = {}
-      for seq = first_seq, last_seq do seqs[#seqs + 1] = string.format("%d", seq) end
+      local first_text = string.format("%d", first_seq)
+      local last_text = string.format("%d", last_seq)
       inflight_args[#inflight_args + 1] = deadline
       inflight_args[#inflight_args + 1] = lease
       attempts_args[#attempts_args + 1] = lease
-      attempts_args[#attempts_args + 1] = now_text .. ":" .. table.concat(seqs, ",")
-      refs_args[#refs_args + 1] = seqs[1]
+      -- The lease's list as a range (see lease_seqs): written in O(1), whatever its length.
+      attempts_args[#attempts_args + 1] = now_text .. ":" .. first_text .. "-" .. last_text
+      refs_args[#refs_args + 1] = first_text
       refs_args[#refs_args + 1] = lease .. ":" .. group
-      extra = extra + #seqs - 1
-      if #seqs <= INLINE_MAX then
+      extra = extra + last_seq - first_seq
+      if last_seq - first_seq < INLINE_MAX then
         -- A short range is read here: the caller gets the entries in this reply, one round
         -- trip instead of two (a consume of one message at a time).
-        for _, entry in ipairs(rcall("XRANGE", K_LOG, "0-" .. seqs[1], "0-" .. seqs[#seqs])) do
+        for _, entry in ipairs(rcall("XRANGE", K_LOG, "0-" .. first_text, "0-" .. last_text)) do
           local f, e = entry[2], {}
           for i = 1, #f, 2 do e[f[i]] = f[i + 1] end
           local seq = string.sub(entry[1], 3)

@@ -29,7 +29,7 @@ for _, seq in ipairs(seqs) do
   local raw = rcall("HGET", KEYS[2], seq)
   if raw then
     local e = cjson.decode(raw)
-    out[#out + 1] = {tonumber(seq), e.id, e.body, e.key, tonumber(e.attempts),
+    out[#out + 1] = {tonumber(seq), e.id or "", e.body or "", e.key or "", tonumber(e.attempts),
       tonumber(e.last_delivery_ms), tonumber(e.dead_ms)}
   end
 end

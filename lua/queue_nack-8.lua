@@ -32,6 +32,7 @@ local BACKOFF_BASE_MS = 1000
 local BACKOFF_MAX_MS = 300000
 
 --@include int_arg
+--@include lease_seqs
 
 local now = int_arg(1, "now_ms", 0, 999999999999999)
 local group = ARGV[2]
@@ -61,7 +62,7 @@ if lease then
   local ms, list = string.match(rcall("HGET", K_ATTEMPTS, lease) or "", "^(%d+):(.*)$")
   if not ms then return {"not_found", 0} end
   local rest, found = {}, false
-  for s in string.gmatch(list, "%d+") do
+  for _, s in ipairs(lease_seqs(list)) do
     if s == seq and not found then found = true else rest[#rest + 1] = s end
   end
   if not found then return {"not_found", 0} end
@@ -110,7 +111,7 @@ if attempt >= tonumber(e.max or 5) then
   rcall("HDEL", K_ATTEMPTS, seq)
   rcall("ZREM", K_REFS, seq .. ":" .. group)
   rcall("HSET", K_DATA, seq, cjson.encode({
-    id = e.id, key = e.key, body = e.body, max = e.max, ts = e.ts,
+    id = e.id, key = e.key, body = e.body, max = e.max,
     attempts = tostring(attempt), last_delivery_ms = last, deliveries = cur,
     dead_ms = tostring(now)}))
   rcall("ZADD", K_DLQ, now, seq)

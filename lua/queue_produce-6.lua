@@ -12,7 +12,7 @@
   KEYS[3]  dedup          hash     ...:dedup           id -> first result ref
   KEYS[4]  dedup_exp      zset     ...:dedup:exp       id scored by its expiry (unix ms)
   KEYS[5]  delayed        zset     ...:delayed         "d<n>" scored by due time (unix ms)
-  KEYS[6]  delayed_data   hash     ...:delayed:data    "d<n>" -> JSON {id,key,body,max,ts}
+  KEYS[6]  delayed_data   hash     ...:delayed:data    "d<n>" -> JSON {id,key,body,max}
 
   ARGV[1]  now_ms           current unix time in ms (the caller's clock; never TIME)
   ARGV[2]  dedup_window_ms  how long an id deduplicates (86400000 = 24 h), 1..31536000000
@@ -41,6 +41,7 @@ local MAX_BATCH = 1000
 local PRUNE_EXTRA = 100
 
 --@include int_arg
+--@include log_entry
 
 -- Validate everything before the first write: an error reply leaves every key unchanged.
 local now = int_arg(1, "now_ms", 0, 999999999999999)
@@ -77,7 +78,6 @@ if #expired > 0 then
 end
 
 local reply = {}
-local now_text = string.format("%d", now)
 for i = 1, n do
   local b = 4 + 6 * (i - 1)
   local id, dedup, key, body, max = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 5]
@@ -97,15 +97,14 @@ for i = 1, n do
       ref = "d" .. rcall("HINCRBY", KEYS[2], "dseq", 1)
       rcall("ZADD", KEYS[5], now + delay, ref)
       rcall("HSET", KEYS[6], ref, cjson.encode({
-        id = id, key = key, body = body, max = max, ts = now_text}))
+        id = id, key = key, body = body, max = max}))
       status = "delayed"
     else
       -- "0-*": Redis picks the next sequence after the stream's last ID, so the log itself
       -- is the authority on <seq>.
       -- Strings, not numbers: a Lua number becomes a string through sprintf("%.14g") on
       -- every call, which costs more than the XADD itself.
-      local entry_id = rcall("XADD", KEYS[1], "0-*",
-        "id", id, "key", key, "body", body, "max", ARGV[b + 5], "ts", now_text)
+      local entry_id = rcall("XADD", KEYS[1], "0-*", unpack(log_entry(id, key, body, max)))
       ref = string.sub(entry_id, 3)
       status = "new"
     end

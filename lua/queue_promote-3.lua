@@ -5,7 +5,7 @@
 
   KEYS[1]  log           stream  concord:<c>:q:{<topic>:<p>}:log
   KEYS[2]  delayed       zset    ...:delayed           "d<n>" scored by due time (ms)
-  KEYS[3]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max,ts}
+  KEYS[3]  delayed_data  hash    ...:delayed:data      "d<n>" -> JSON {id,key,body,max}
 
   ARGV[1]  now_ms   current unix time in ms
   ARGV[2]  limit    1..10000 messages per call
@@ -17,6 +17,7 @@
 local rcall = redis.call
 
 --@include int_arg
+--@include log_entry
 
 local now = int_arg(1, "now_ms", 0, 999999999999999)
 local limit = int_arg(2, "limit", 1, 10000)
@@ -31,8 +32,7 @@ for _, ref in ipairs(due) do
   rcall("HDEL", KEYS[3], ref)
   if raw then
     local m = cjson.decode(raw)
-    rcall("XADD", KEYS[1], "0-*",
-      "id", m.id, "key", m.key, "body", m.body, "max", m.max, "ts", m.ts)
+    rcall("XADD", KEYS[1], "0-*", unpack(log_entry(m.id, m.key, m.body, m.max)))
     promoted = promoted + 1
   end
 end

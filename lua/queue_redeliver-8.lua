@@ -30,6 +30,7 @@
 local rcall = redis.call
 
 --@include int_arg
+--@include lease_seqs
 
 local now = int_arg(1, "now_ms", 0, 999999999999999)
 local group = ARGV[2]
@@ -68,7 +69,7 @@ for _, member in ipairs(members) do
     rcall("ZREM", K_REFS, member .. ":" .. group)
     if ms then
       local k = 0
-      for s in string.gmatch(list, "%d+") do
+      for _, s in ipairs(lease_seqs(list)) do
         k = k + 1
         rcall("HSET", K_ATTEMPTS, s, "1:" .. ms .. ":1")
         rcall("ZADD", K_REFS, s, s .. ":" .. group)
@@ -95,7 +96,7 @@ for _, seq in ipairs(expired) do
     rcall("HDEL", K_ATTEMPTS, seq)
     rcall("ZREM", K_REFS, seq .. ":" .. group)
     rcall("HSET", K_DATA, seq, cjson.encode({
-      id = e.id, key = e.key, body = e.body, max = e.max, ts = e.ts,
+      id = e.id, key = e.key, body = e.body, max = e.max,
       attempts = tostring(attempt), last_delivery_ms = last or "0", deliveries = cur or "0",
       dead_ms = tostring(now)}))
     rcall("ZADD", K_DLQ, now, seq)

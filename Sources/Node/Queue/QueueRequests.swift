@@ -160,3 +160,37 @@ func receiptPartition(_ receipt: String, partitions: Int) -> Int? {
     guard !head.isEmpty, head.count <= 5, let p = Int(Substring(head)), p >= 0, p < partitions else { return nil }
     return p
 }
+
+/// One partition's receipts as queue_ack takes them: each run of consecutive first-delivery
+/// receipts of one lease (`p:s:Ln`, `p:s+1:Ln`, ...) joined into the script's short form
+/// `p:s-e:Ln`, so the usual ack of a whole consumed batch is one comparison in the script
+/// rather than a pattern match per receipt. Only receipts written in canonical decimal are
+/// joined: the script spells a short form's unacked receipts one by one in `not_found`, and
+/// those must read as the client wrote them.
+public func compactLeaseReceipts(_ receipts: [String]) -> [String] {
+    /// `p:seq:L<n>` with every number canonical (no sign, no leading zero, seq under 16 digits).
+    func parse(_ r: String) -> (head: Substring, seq: Int, lease: Substring)? {
+        let u = r.utf8
+        guard let c1 = u.firstIndex(of: 0x3A), let c2 = u[u.index(after: c1)...].firstIndex(of: 0x3A) else { return nil }
+        let head = r[..<c1], seq = r[u.index(after: c1)..<c2], lease = r[u.index(after: c2)...]
+        func canonical(_ digits: Substring.UTF8View, max: Int) -> Bool {
+            guard !digits.isEmpty, digits.count <= max, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return false }
+            return digits.first != 0x30 || digits.count == 1
+        }
+        guard canonical(head.utf8, max: 5), canonical(seq.utf8, max: 15), lease.utf8.first == 0x4C,
+              canonical(lease.utf8.dropFirst(), max: 15), let n = Int(seq) else { return nil }
+        return (head, n, lease)
+    }
+    var out: [String] = []
+    out.reserveCapacity(receipts.count)
+    var i = 0
+    while i < receipts.count {
+        guard let first = parse(receipts[i]) else { out.append(receipts[i]); i += 1; continue }
+        var j = i + 1
+        while j < receipts.count, let next = parse(receipts[j]), next.seq == first.seq + (j - i),
+              next.lease == first.lease, next.head == first.head { j += 1 }
+        out.append(j - i == 1 ? receipts[i] : "\(first.head):\(first.seq)-\(first.seq + (j - i - 1)):\(first.lease)")
+        i = j
+    }
+    return out
+}

@@ -318,7 +318,7 @@ public final class QueueService: NodeService {
     ///
     /// or, when no message of the share has an `id` or a delay:
     ///
-    ///     MULTI; XADD P:log 0-* id <id> key <key> body <body> max <n> ts <now_ms> (each); EXEC
+    ///     MULTI; XADD P:log 0-* id <id> body <body> [key <key>] [max <n>] (each); EXEC
     ///
     /// (a share of one message: the bare XADD).
     private func store(_ input: ProduceRequest, partitions: Int, request: HTTPRequest) {
@@ -359,19 +359,21 @@ public final class QueueService: NodeService {
             if indices.allSatisfy({ input.messages[$0].id == nil && input.messages[$0].delayMs == 0 }) {
                 // Nothing to deduplicate or delay: only the log is written, as one transaction of
                 // bare XADDs (no script; the stream assigns the sequence numbers).
+                // The fields of lua/includes/log_entry.lua: key and max only when set.
                 let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
-                let nowBytes = Array(now.utf8)
                 var commands: [RESPCommand] = []
                 commands.reserveCapacity(indices.count)
                 for i in indices {
                     let m = input.messages[i]
-                    var c = RESPCommand(arguments: 13, capacity: 96 + log.count + m.body.count)
+                    let key = m.key.flatMap { $0.isEmpty ? nil : $0 }
+                    let max = m.maxAttempts == QueueLimits.maxAttemptsDefault ? nil : String(m.maxAttempts)
+                    var c = RESPCommand(arguments: 7 + (key == nil ? 0 : 2) + (max == nil ? 0 : 2),
+                                        capacity: 80 + log.count + m.body.count + (key?.utf8.count ?? 0))
                     c.add(QueueService.xadd); c.add(log); c.add(QueueService.autoSeq)
                     c.add(QueueService.fieldID); c.add(ids[i])
-                    c.add(QueueService.fieldKey); c.add(m.key ?? "")
                     c.add(QueueService.fieldBody); c.add(m.body)
-                    c.add(QueueService.fieldMax); c.add(String(m.maxAttempts))
-                    c.add(QueueService.fieldTS); c.add(nowBytes)
+                    if let key { c.add(QueueService.fieldKey); c.add(key) }
+                    if let max { c.add(QueueService.fieldMax); c.add(max) }
                     commands.append(c)
                 }
                 // The log's share is stored when every XADD answered an ID; the first error
@@ -444,7 +446,7 @@ public final class QueueService: NodeService {
 
     private static let xadd = Array("XADD".utf8), autoSeq = Array("0-*".utf8)
     private static let fieldID = Array("id".utf8), fieldKey = Array("key".utf8), fieldBody = Array("body".utf8)
-    private static let fieldMax = Array("max".utf8), fieldTS = Array("ts".utf8)
+    private static let fieldMax = Array("max".utf8)
 
     private func respondProduced(_ request: HTTPRequest, batch: Bool, ids: [String], placement: [Int]) {
         if !batch {
@@ -872,7 +874,8 @@ public final class QueueService: NodeService {
 
     // MARK: POST /queue/ack
 
-    /// Receipts are grouped by partition (their first field); one queue_ack per partition.
+    /// Receipts are grouped by partition (their first field); one queue_ack per partition, a
+    /// run of one lease's receipts in the script's short form (`compactLeaseReceipts`).
     ///
     ///     EVALSHA queue_ack 5 P:refs G:inflight G:retry G:attempts G:data group partition receipt...
     private func ack(_ request: HTTPRequest) throws {
@@ -916,7 +919,7 @@ public final class QueueService: NodeService {
         if remaining == 0 { finish(); return }
         for (p, receipts) in byPartition {
             let pk = keys.partition(topic: input.topic, partition: p)
-            scripts.run("queue_ack", keys: pk.ackKeys(pk.group(input.group)), args: [input.group, String(p)] + receipts) { [weak self] reply in
+            scripts.run("queue_ack", keys: pk.ackKeys(pk.group(input.group)), args: [input.group, String(p)] + compactLeaseReceipts(receipts)) { [weak self] reply in
                 guard let self else { return }
                 if let error = reply.errorMessage {
                     if failure == nil { failure = self.httpError(error) }
