@@ -105,6 +105,8 @@ public struct RedisReplyView {
 
     public var errorMessage: String? { isError ? String(decoding: bytes, as: UTF8.self) : nil }
 
+    public var integer: Int64? { pointer.pointee.type == REDIS_REPLY_INTEGER ? pointer.pointee.integer : nil }
+
     /// A full copy, for the rare path that keeps it.
     public var copied: RedisReply { RedisReply.copy(UnsafeMutablePointer(mutating: pointer)) }
 }

@@ -8,7 +8,7 @@ import Runtime
 //
 // End to end per iteration: produce a batch of B messages, consume up to B, ack what came.
 // The same threads (one blocking connection each, `runLoad`) then do the same against raw
-// Redis Streams on the same Redis:
+// Redis Streams on the same Redis, through hiredis's blocking API (`HiredisSync`):
 //
 //     XADD <stream> * body <payload>                     (B of them, pipelined)
 //     XREADGROUP GROUP <g> <consumer> COUNT B STREAMS <stream> >
@@ -128,34 +128,37 @@ struct BenchQueue: ParsableCommand {
         return result
     }
 
-    /// Raw Redis Streams with the same thread model: one blocking RESP connection per thread.
+    /// Raw Redis Streams with the same thread model: one blocking hiredis connection per thread.
     private func streamsRun(_ opts: BenchOptions, batch: Int, body: String, url: RedisURL, stream: String, seconds: Double) -> BenchResult {
         let messages = MessageCounter()
         if let c = try? BlockingRESP(url: url) {
             _ = try? c.call(["XGROUP", "CREATE", stream, "bench", "$", "MKSTREAM"])
         }
-        let bodyBytes = Array(body.utf8)
+        let add: [[UInt8]] = [Array("XADD".utf8), Array(stream.utf8), [0x2A], Array("body".utf8), Array(body.utf8)]
+        let ackHead: [[UInt8]] = [Array("XACK".utf8), Array(stream.utf8), Array("bench".utf8)]
         var result = runLoad(name: "redis streams batch \(batch)", concurrency: opts.concurrency, seconds: seconds, quiet: opts.json,
-                             setup: { worker in (try BlockingRESP(url: url), "c\(worker)") },
+                             setup: { worker in (try HiredisSync(url: url), Array("XREADGROUP GROUP bench c\(worker) COUNT \(batch) STREAMS \(stream) >".utf8).split(separator: 0x20).map(Array.init)) },
                              operation: { state, _ in
-            let (conn, consumer) = state
-            let add: [[UInt8]] = [Array("XADD".utf8), Array(stream.utf8), [0x2A], Array("body".utf8), bodyBytes]
-            let added = try conn.pipeline(Array(repeating: add, count: batch))
-            guard !added.contains(where: \.isError) else { return false }
-            let read = try conn.call(["XREADGROUP", "GROUP", "bench", consumer, "COUNT", String(batch), "STREAMS", stream, ">"])
+            let (conn, read) = state
+            for _ in 0..<batch { conn.append(add) }
+            var ok = true
+            for _ in 0..<batch { try conn.reply { if $0.isError { ok = false } } }
+            guard ok else { return false }
             // [[stream, [[id, [field, value]], ...]]]
-            guard case .array(let streams) = read else { return !read.isError }
-            var ids: [[UInt8]] = []
-            for s in streams ?? [] {
-                guard case .array(let pair) = s, let pair, pair.count == 2, case .array(let entries) = pair[1] else { continue }
-                for e in entries ?? [] {
-                    if case .array(let fields) = e, let fields, case .bulk(let id) = fields[0], let id { ids.append(id) }
+            var ack = ackHead
+            conn.append(read)
+            try conn.reply { r in
+                guard let entries = r[0]?[1] else { return }
+                for e in 0..<entries.count {
+                    if let id = entries[e]?[0] { ack.append(Array(id.bytes)) }
                 }
             }
-            if ids.isEmpty { return true }
-            let acked = try conn.command([Array("XACK".utf8), Array(stream.utf8), Array("bench".utf8)] + ids)
-            guard case .integer(let n) = acked else { return false }
-            messages.add(Int(n))
+            if ack.count == ackHead.count { return true }
+            conn.append(ack)
+            var acked: Int64 = -1
+            try conn.reply { acked = $0.integer ?? -1 }
+            guard acked >= 0 else { return false }
+            messages.add(Int(acked))
             return true
         })
         result.ops = UInt64(messages.value)

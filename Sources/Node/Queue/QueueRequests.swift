@@ -168,18 +168,38 @@ func receiptPartition(_ receipt: String, partitions: Int) -> Int? {
 /// joined: the script spells a short form's unacked receipts one by one in `not_found`, and
 /// those must read as the client wrote them.
 public func compactLeaseReceipts(_ receipts: [String]) -> [String] {
-    /// `p:seq:L<n>` with every number canonical (no sign, no leading zero, seq under 16 digits).
-    func parse(_ r: String) -> (head: Substring, seq: Int, lease: Substring)? {
-        let u = r.utf8
-        guard let c1 = u.firstIndex(of: 0x3A), let c2 = u[u.index(after: c1)...].firstIndex(of: 0x3A) else { return nil }
-        let head = r[..<c1], seq = r[u.index(after: c1)..<c2], lease = r[u.index(after: c2)...]
-        func canonical(_ digits: Substring.UTF8View, max: Int) -> Bool {
-            guard !digits.isEmpty, digits.count <= max, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return false }
-            return digits.first != 0x30 || digits.count == 1
+    /// `p:seq:L<n>` with every number canonical (digits, no leading zero; seq under 16 digits):
+    /// seq, and the byte offsets of its first digit and of the second colon.
+    func parse(_ r: String) -> (seq: Int, seqStart: Int, seqEnd: Int)? {
+        var r = r
+        return r.withUTF8 { u -> (Int, Int, Int)? in
+            var i = 0
+            func number(max: Int) -> Int? {
+                let start = i
+                var v = 0
+                while i < u.count, u[i] >= 0x30, u[i] <= 0x39 { v = v &* 10 &+ Int(u[i] - 0x30); i += 1 }
+                let n = i - start
+                guard n > 0, n <= max, u[start] != 0x30 || n == 1 else { return nil }
+                return v
+            }
+            guard number(max: 5) != nil, i < u.count, u[i] == 0x3A else { return nil }
+            i += 1
+            let seqStart = i
+            guard let seq = number(max: 15), i < u.count, u[i] == 0x3A else { return nil }
+            let seqEnd = i
+            i += 1
+            guard i < u.count, u[i] == 0x4C else { return nil }
+            i += 1
+            guard number(max: 15) != nil, i == u.count else { return nil }
+            return (seq, seqStart, seqEnd)
         }
-        guard canonical(head.utf8, max: 5), canonical(seq.utf8, max: 15), lease.utf8.first == 0x4C,
-              canonical(lease.utf8.dropFirst(), max: 15), let n = Int(seq) else { return nil }
-        return (head, n, lease)
+    }
+    /// Same partition text and lease: the receipts differ only in their seq.
+    func sameLease(_ a: String, _ pa: (seq: Int, seqStart: Int, seqEnd: Int), _ b: String, _ pb: (seq: Int, seqStart: Int, seqEnd: Int)) -> Bool {
+        let ua = a.utf8, ub = b.utf8
+        return pa.seqStart == pb.seqStart
+            && ua.prefix(pa.seqStart).elementsEqual(ub.prefix(pb.seqStart))
+            && ua.dropFirst(pa.seqEnd).elementsEqual(ub.dropFirst(pb.seqEnd))
     }
     var out: [String] = []
     out.reserveCapacity(receipts.count)
@@ -188,8 +208,15 @@ public func compactLeaseReceipts(_ receipts: [String]) -> [String] {
         guard let first = parse(receipts[i]) else { out.append(receipts[i]); i += 1; continue }
         var j = i + 1
         while j < receipts.count, let next = parse(receipts[j]), next.seq == first.seq + (j - i),
-              next.lease == first.lease, next.head == first.head { j += 1 }
-        out.append(j - i == 1 ? receipts[i] : "\(first.head):\(first.seq)-\(first.seq + (j - i - 1)):\(first.lease)")
+              sameLease(receipts[i], first, receipts[j], next) { j += 1 }
+        if j - i == 1 {
+            out.append(receipts[i])
+        } else {
+            // "p:" + "first-last" + ":L<n>"
+            let u = receipts[i].utf8
+            out.append(String(decoding: u.prefix(first.seqStart), as: UTF8.self) + "\(first.seq)-\(first.seq + (j - i - 1))"
+                       + String(decoding: u.dropFirst(first.seqEnd), as: UTF8.self))
+        }
         i = j
     }
     return out

@@ -894,8 +894,9 @@ public final class QueueService: NodeService {
 
     private func ackStored(_ input: AckRequest, partitions: Int, request: HTTPRequest) {
         var byPartition: [Int: [String]] = [:]
+        var unrouted = 0
         for r in input.receipts {
-            if let p = receiptPartition(r, partitions: partitions) { byPartition[p, default: []].append(r) }
+            if let p = receiptPartition(r, partitions: partitions) { byPartition[p, default: []].append(r) } else { unrouted += 1 }
         }
         var acked = 0
         var notFoundByPartition: [Int: [String]] = [:]
@@ -905,6 +906,15 @@ public final class QueueService: NodeService {
             guard let self else { return }
             if acked > 0 { self.metrics.increment("concord_queue_acked_total", [("topic", input.topic)], by: acked) }
             if let failure { request.fail(failure); return }
+            if unrouted == 0 && notFoundByPartition.values.allSatisfy(\.isEmpty) {
+                // The usual answer: every receipt acked.
+                var out: [UInt8] = []
+                JSONBytes.appendLiteral("{\"acked\":", into: &out)
+                JSONBytes.appendInt(Int64(acked), into: &out)
+                JSONBytes.appendLiteral(",\"not_found\":[]}", into: &out)
+                request.respond(200, bytes: out, contentType: "application/json", headers: [])
+                return
+            }
             // not_found in argument order: each partition's list is a subsequence of its receipts.
             var cursor: [Int: Int] = [:]
             var notFound: [JSONValue] = []
