@@ -234,6 +234,7 @@ public final class RedisConnection {
             redisAsyncFree(ctx)
             scheduleReconnect(); return
         }
+        concord_redis_use_arenas(ctx)
         ctx.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         context = ctx
         redisAsyncSetConnectCallback(ctx, connectTrampoline)
