@@ -172,17 +172,15 @@ private let ackedMarker = Array("\"acked\":".utf8)
 /// The bytes of every string value that follows `marker` (values without escapes).
 func scanStrings(_ body: [UInt8], after marker: [UInt8]) -> [ArraySlice<UInt8>] {
     var out: [ArraySlice<UInt8>] = []
-    var i = 0
-    let n = body.count, m = marker.count
-    while i + m <= n {
-        if body[i] == marker[0] && body[i..<(i + m)].elementsEqual(marker) {
-            let start = i + m
-            var end = start
-            while end < n && body[end] != 0x22 { end += 1 }
-            out.append(body[start..<end])
-            i = end
-        } else {
-            i += 1
+    body.withUnsafeBufferPointer { b in
+        marker.withUnsafeBufferPointer { m in
+            var i = 0
+            while let at = find(m, in: b, from: i) {
+                var end = at + m.count
+                while end < b.count && b[end] != 0x22 { end += 1 }
+                out.append(body[(at + m.count)..<end])
+                i = end
+            }
         }
     }
     return out
@@ -190,15 +188,25 @@ func scanStrings(_ body: [UInt8], after marker: [UInt8]) -> [ArraySlice<UInt8>] 
 
 /// The integer that follows `marker`.
 func scanInteger(_ body: [UInt8], after marker: [UInt8]) -> Int? {
-    let n = body.count, m = marker.count
-    var i = 0
-    while i + m <= n {
-        if body[i] == marker[0] && body[i..<(i + m)].elementsEqual(marker) {
-            var j = i + m, v = 0, digits = 0
-            while j < n, body[j] >= 0x30, body[j] <= 0x39 { v = v * 10 + Int(body[j] - 0x30); j += 1; digits += 1 }
+    body.withUnsafeBufferPointer { b in
+        marker.withUnsafeBufferPointer { m -> Int? in
+            guard let at = find(m, in: b, from: 0) else { return nil }
+            var j = at + m.count, v = 0, digits = 0
+            while j < b.count, b[j] >= 0x30, b[j] <= 0x39 { v = v * 10 + Int(b[j] - 0x30); j += 1; digits += 1 }
             return digits > 0 ? v : nil
         }
-        i += 1
+    }
+}
+
+/// The offset of the first `needle` in `haystack` at or after `from` (memchr, then memcmp).
+private func find(_ needle: UnsafeBufferPointer<UInt8>, in haystack: UnsafeBufferPointer<UInt8>, from: Int) -> Int? {
+    guard let n = needle.baseAddress, let h = haystack.baseAddress, !needle.isEmpty else { return nil }
+    var i = from
+    while i + needle.count <= haystack.count {
+        guard let hit = memchr(h + i, Int32(n[0]), haystack.count - needle.count + 1 - i) else { return nil }
+        let at = h.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+        if memcmp(h + at, n, needle.count) == 0 { return at }
+        i = at + 1
     }
     return nil
 }
