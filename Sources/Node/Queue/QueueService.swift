@@ -119,7 +119,7 @@ public final class QueueService: NodeService {
             queue.fallback?.cancel()
             for w in queue.waiters {
                 w.expired = true   // a busy one answers when its attempt returns
-                if !w.busy { finishWaiter(w, in: queue, messages: []) }
+                if !w.busy { finishWaiter(w, in: queue, messages: Deliveries()) }
             }
         }
         done()
@@ -518,37 +518,50 @@ public final class QueueService: NodeService {
 
     // MARK: POST /queue/consume
 
-    /// One delivery, already written as the JSON object the consume answer lists:
-    /// `{"id","receipt","body","key","partition","attempt"}` (body: the stored JSON text, as is).
-    struct Delivered {
-        var attempt: Int64
-        var json: [UInt8]
+    /// Deliveries of a consume answer, already written as the JSON objects its `messages`
+    /// list holds, comma-separated, in delivery order: `{"id","receipt","body","key",
+    /// "partition","attempt"}` each (body: the stored JSON text, as is). One buffer for a batch,
+    /// not an array per message.
+    struct Deliveries {
+        private(set) var count = 0
+        private(set) var redelivered = 0
+        private(set) var json: [UInt8] = []
 
-        init(partition: Int, receipt: UnsafeBufferPointer<UInt8>, id: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>,
-             key: UnsafeBufferPointer<UInt8>, attempt: Int64) {
-            self.attempt = attempt
-            var out: [UInt8] = []
-            out.reserveCapacity(body.count + id.count + key.count + receipt.count + 80)
-            JSONBytes.appendLiteral("{\"id\":", into: &out)
-            JSONBytes.appendString(id, into: &out)
-            JSONBytes.appendLiteral(",\"receipt\":", into: &out)
-            JSONBytes.appendString(receipt, into: &out)
-            JSONBytes.appendLiteral(",\"body\":", into: &out)
-            JSONBytes.appendRaw(body, into: &out)
-            JSONBytes.appendLiteral(",\"key\":", into: &out)
-            if key.isEmpty { JSONBytes.appendLiteral("null", into: &out) } else { JSONBytes.appendString(key, into: &out) }
-            JSONBytes.appendLiteral(",\"partition\":", into: &out)
-            JSONBytes.appendInt(Int64(partition), into: &out)
-            JSONBytes.appendLiteral(",\"attempt\":", into: &out)
-            JSONBytes.appendInt(attempt, into: &out)
-            out.append(UInt8(ascii: "}"))
-            json = out
+        var isEmpty: Bool { count == 0 }
+
+        mutating func append(partition: Int, receipt: UnsafeBufferPointer<UInt8>, id: UnsafeBufferPointer<UInt8>,
+                             body: UnsafeBufferPointer<UInt8>, key: UnsafeBufferPointer<UInt8>, attempt: Int64) {
+            if count > 0 { json.append(UInt8(ascii: ",")) }
+            count += 1
+            if attempt > 1 { redelivered += 1 }
+            json.reserveCapacity(json.count + body.count + id.count + key.count + receipt.count + 80)
+            JSONBytes.appendLiteral("{\"id\":", into: &json)
+            JSONBytes.appendString(id, into: &json)
+            JSONBytes.appendLiteral(",\"receipt\":", into: &json)
+            JSONBytes.appendString(receipt, into: &json)
+            JSONBytes.appendLiteral(",\"body\":", into: &json)
+            JSONBytes.appendRaw(body, into: &json)
+            JSONBytes.appendLiteral(",\"key\":", into: &json)
+            if key.isEmpty { JSONBytes.appendLiteral("null", into: &json) } else { JSONBytes.appendString(key, into: &json) }
+            JSONBytes.appendLiteral(",\"partition\":", into: &json)
+            JSONBytes.appendInt(Int64(partition), into: &json)
+            JSONBytes.appendLiteral(",\"attempt\":", into: &json)
+            JSONBytes.appendInt(attempt, into: &json)
+            json.append(UInt8(ascii: "}"))
         }
 
         /// The same from a copied reply (a redelivery in the consume script's answer).
-        init(partition: Int, receipt: [UInt8], id: [UInt8], body: [UInt8], key: [UInt8], attempt: Int64) {
-            self = receipt.withUnsafeBufferPointer { r in id.withUnsafeBufferPointer { i in body.withUnsafeBufferPointer { b in
-                key.withUnsafeBufferPointer { k in Delivered(partition: partition, receipt: r, id: i, body: b, key: k, attempt: attempt) } } } }
+        mutating func append(partition: Int, receipt: [UInt8], id: [UInt8], body: [UInt8], key: [UInt8], attempt: Int64) {
+            receipt.withUnsafeBufferPointer { r in id.withUnsafeBufferPointer { i in body.withUnsafeBufferPointer { b in
+                key.withUnsafeBufferPointer { k in append(partition: partition, receipt: r, id: i, body: b, key: k, attempt: attempt) } } } }
+        }
+
+        mutating func append(contentsOf other: Deliveries) {
+            guard !other.isEmpty else { return }
+            if count > 0 { json.append(UInt8(ascii: ",")) }
+            json.append(contentsOf: other.json)
+            count += other.count
+            redelivered += other.redelivered
         }
     }
 
@@ -586,7 +599,7 @@ public final class QueueService: NodeService {
                 waiter.timer = self.loop.after(ms: Int(input.waitMs)) { [weak self, weak queue, weak waiter] in
                     guard let self, let queue, let waiter else { return }
                     waiter.expired = true
-                    if !waiter.busy { self.finishWaiter(waiter, in: queue, messages: []) }
+                    if !waiter.busy { self.finishWaiter(waiter, in: queue, messages: Deliveries()) }
                 }
                 request.onAbandon = { [weak self, weak queue, weak waiter] in
                     guard let self, let queue, let waiter else { return }
@@ -694,7 +707,7 @@ public final class QueueService: NodeService {
                     queue.dirty.formUnion(partitions)
                     if queue.dirtySinceMicros == nil { queue.dirtySinceMicros = since }
                 } else if waiter.expired {
-                    self.finishWaiter(waiter, in: queue, messages: [])
+                    self.finishWaiter(waiter, in: queue, messages: Deliveries())
                 }
             }
             if queue.firstIdle == nil { queue.dirty.removeAll(); queue.dirtySinceMicros = nil }
@@ -703,7 +716,7 @@ public final class QueueService: NodeService {
         }
     }
 
-    private func finishWaiter(_ waiter: Waiter, in queue: WaitQueue, messages: [Delivered]) {
+    private func finishWaiter(_ waiter: Waiter, in queue: WaitQueue, messages: Deliveries) {
         guard !waiter.done else { return }
         waiter.done = true
         waiter.timer?.cancel()
@@ -743,15 +756,15 @@ public final class QueueService: NodeService {
     ///     EVALSHA queue_consume 8 P:log P:meta P:groups P:refs G:inflight G:retry G:attempts G:data
     ///             now_ms group partition max visibility_ms
     ///     XRANGE P:log 0-<first> 0-<last>       (each lease range in the reply)
-    func pass(topic: String, group: String, order: [Int], max: Int, visibilityMs: Int64, _ done: @escaping (Result<[Delivered], HTTPError>) -> Void) {
-        var collected: [Delivered] = []
+    func pass(topic: String, group: String, order: [Int], max: Int, visibilityMs: Int64, _ done: @escaping (Result<Deliveries, HTTPError>) -> Void) {
+        var collected = Deliveries()
         var index = 0
         let visibility = String(visibilityMs)
         func step() {
             guard index < order.count, collected.count < max else {
                 if !collected.isEmpty {
                     metrics.increment("concord_queue_delivered_total", [("topic", topic)], by: collected.count)
-                    let again = collected.reduce(0) { $0 + ($1.attempt > 1 ? 1 : 0) }
+                    let again = collected.redelivered
                     if again > 0 { metrics.increment("concord_queue_redelivered_total", [("topic", topic)], by: again) }
                 }
                 done(.success(collected))
@@ -775,17 +788,19 @@ public final class QueueService: NodeService {
                 }
                 // Redeliveries come whole; first deliveries as lease ranges, read with XRANGE.
                 var got = 0
-                var parts: [[Delivered]] = []
+                var parts: [Deliveries] = []
                 var ranges: [(slot: Int, lease: String, first: Int64, last: Int64)] = []
                 for item in reply.array ?? [] {
                     guard let f = item.array else { continue }
                     if f.count == 3, let lease = f[0].string, let first = f[1].integer, let last = f[2].integer, first <= last {
                         ranges.append((parts.count, lease, first, last))
-                        parts.append([])
+                        parts.append(Deliveries())
                         got += Int(last - first + 1)
                     } else if f.count >= 5, case .string(let receipt) = f[0], case .string(let id) = f[1], let body = f[2].bytes,
                               let attempt = f[4].integer {
-                        parts.append([Delivered(partition: p, receipt: receipt, id: id, body: body, key: f[3].bytes ?? [], attempt: attempt)])
+                        var one = Deliveries()
+                        one.append(partition: p, receipt: receipt, id: id, body: body, key: f[3].bytes ?? [], attempt: attempt)
+                        parts.append(one)
                         got += 1
                     }
                 }
@@ -793,7 +808,7 @@ public final class QueueService: NodeService {
                 var pending = ranges.count
                 var readError: String?
                 let finish = {
-                    for part in parts { collected += part }
+                    for part in parts { collected.append(contentsOf: part) }
                     if let readError, collected.isEmpty { done(.failure(self.httpError(readError))); return }
                     if readError != nil { index = order.count }
                     step()
@@ -826,9 +841,8 @@ public final class QueueService: NodeService {
 
     /// XRANGE entries `[["0-<seq>", [field, value, ...]], ...]` as first deliveries of a lease,
     /// read where hiredis parsed them.
-    static func leaseDeliveries(_ reply: RedisReplyView, partition p: Int, lease: String) -> [Delivered] {
-        var out: [Delivered] = []
-        out.reserveCapacity(reply.count)
+    static func leaseDeliveries(_ reply: RedisReplyView, partition p: Int, lease: String) -> Deliveries {
+        var out = Deliveries()
         var receipt: [UInt8] = []
         var prefix: [UInt8] = []
         JSONBytes.appendInt(Int64(p), into: &prefix)
@@ -853,21 +867,18 @@ public final class QueueService: NodeService {
             receipt.append(contentsOf: prefix)
             receipt.append(contentsOf: UnsafeBufferPointer(rebasing: entryID[2...]))
             receipt.append(contentsOf: suffix)
-            out.append(receipt.withUnsafeBufferPointer { Delivered(partition: p, receipt: $0, id: id, body: body, key: key, attempt: 1) })
+            receipt.withUnsafeBufferPointer { out.append(partition: p, receipt: $0, id: id, body: body, key: key, attempt: 1) }
         }
         return out
     }
 
     /// `{"messages": [{"id", "receipt", "body", "key", "partition", "attempt"}]}`; bodies are
     /// the stored JSON text, written as is (numbers keep their literal form).
-    private func respondDelivered(_ request: HTTPRequest, _ messages: [Delivered]) {
+    private func respondDelivered(_ request: HTTPRequest, _ messages: Deliveries) {
         var out: [UInt8] = []
-        out.reserveCapacity(16 + messages.reduce(0) { $0 + $1.json.count + 1 })
+        out.reserveCapacity(16 + messages.json.count)
         JSONBytes.appendLiteral("{\"messages\":[", into: &out)
-        for (i, m) in messages.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: m.json)
-        }
+        out.append(contentsOf: messages.json)
         JSONBytes.appendLiteral("]}", into: &out)
         request.respond(200, bytes: out, contentType: "application/json", headers: [])
     }
