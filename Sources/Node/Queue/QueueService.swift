@@ -529,12 +529,13 @@ public final class QueueService: NodeService {
 
         var isEmpty: Bool { count == 0 }
 
+        init(reserving bytes: Int = 0) { json.reserveCapacity(bytes) }
+
         mutating func append(partition: Int, receipt: UnsafeBufferPointer<UInt8>, id: UnsafeBufferPointer<UInt8>,
                              body: UnsafeBufferPointer<UInt8>, key: UnsafeBufferPointer<UInt8>, attempt: Int64) {
             if count > 0 { json.append(UInt8(ascii: ",")) }
             count += 1
             if attempt > 1 { redelivered += 1 }
-            json.reserveCapacity(json.count + body.count + id.count + key.count + receipt.count + 80)
             JSONBytes.appendLiteral("{\"id\":", into: &json)
             JSONBytes.appendString(id, into: &json)
             JSONBytes.appendLiteral(",\"receipt\":", into: &json)
@@ -842,7 +843,7 @@ public final class QueueService: NodeService {
     /// XRANGE entries `[["0-<seq>", [field, value, ...]], ...]` as first deliveries of a lease,
     /// read where hiredis parsed them.
     static func leaseDeliveries(_ reply: RedisReplyView, partition p: Int, lease: String) -> Deliveries {
-        var out = Deliveries()
+        var out = Deliveries(reserving: reply.count * 160)
         var receipt: [UInt8] = []
         var prefix: [UInt8] = []
         JSONBytes.appendInt(Int64(p), into: &prefix)
