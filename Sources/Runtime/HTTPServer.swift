@@ -276,10 +276,12 @@ public final class HTTPRequest {
     }
 
     /// Parses the body as a JSON object, or throws a 400 naming the problem.
-    public func jsonObject() throws -> JSONValue {
+    /// The body as a JSON object; members named `rawMembers` come as `.raw` text
+    /// (`JSONParser.parse(_:rawMembers:)`).
+    public func jsonObject(rawMembers: String? = nil) throws -> JSONValue {
         guard !body.isEmpty else { throw HTTPError.badRequest("request body must be a JSON object") }
         let value: JSONValue
-        do { value = try JSONParser.parse(body) } catch let error as JSONParseError {
+        do { value = try JSONParser.parse(body, rawMembers: rawMembers) } catch let error as JSONParseError {
             throw HTTPError.badRequest("malformed JSON: \(error.description)")
         }
         guard case .object = value else { throw HTTPError.badRequest("request body must be a JSON object") }

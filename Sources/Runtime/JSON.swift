@@ -10,6 +10,9 @@ public enum JSONValue: Equatable, Sendable {
     case string(String)
     case array([JSONValue])
     case object([(String, JSONValue)])
+    /// JSON text already validated and compact, written as is: only the parser makes it, for
+    /// the members it was asked to keep raw (`JSONParser.parse(_:rawMembers:)`).
+    case raw([UInt8])
 
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
@@ -20,6 +23,7 @@ public enum JSONValue: Equatable, Sendable {
         case let (.array(a), .array(b)): return a == b
         case let (.object(a), .object(b)):
             return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        case let (.raw(a), .raw(b)): return a == b
         default: return false
         }
     }
@@ -70,6 +74,7 @@ public enum JSONValue: Equatable, Sendable {
         case .null: JSONBytes.appendLiteral("null", into: &out)
         case .bool(let b): if b { JSONBytes.appendLiteral("true", into: &out) } else { JSONBytes.appendLiteral("false", into: &out) }
         case .number(let n): out.append(contentsOf: n.utf8)
+        case .raw(let text): out.append(contentsOf: text)
         case .string(let s): JSONBytes.appendString(s, into: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
@@ -189,9 +194,17 @@ public struct JSONParser {
     public static let maxDepth = 64
     private let bytes: [UInt8]
     private var i = 0
+    private var rawKey: String?
 
-    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue { try parse(bytes, rawMembers: nil) }
+
+    /// As `parse`, but the value of every object member named `rawMembers` comes as `.raw`: its
+    /// text, validated like any value and copied without insignificant whitespace, and no tree
+    /// built for it (a produced message's body, which is only stored and handed back). Its
+    /// strings keep their escapes as written.
+    public static func parse(_ bytes: [UInt8], rawMembers: String?) throws -> JSONValue {
         var p = JSONParser(bytes: bytes)
+        p.rawKey = rawMembers
         p.skipWhitespace()
         let value = try p.parseValue(depth: 0)
         p.skipWhitespace()
@@ -244,7 +257,14 @@ public struct JSONParser {
             guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
             i += 1
             skipWhitespace()
-            let value = try parseValue(depth: depth + 1)
+            let value: JSONValue
+            if let rawKey, key == rawKey {
+                var text: [UInt8] = []
+                try copyValue(depth: depth + 1, into: &text)
+                value = .raw(text)
+            } else {
+                value = try parseValue(depth: depth + 1)
+            }
             if let existing = members.firstIndex(where: { $0.0 == key }) { members[existing].1 = value } else { members.append((key, value)) }
             skipWhitespace()
             guard i < bytes.count else { throw error("unexpected end of input") }
@@ -272,6 +292,12 @@ public struct JSONParser {
 
     private mutating func parseNumber() throws -> String {
         let start = i
+        try scanNumber()
+        return String(decoding: bytes[start..<i], as: UTF8.self)
+    }
+
+    private mutating func scanNumber() throws {
+        let start = i
         if bytes[i] == UInt8(ascii: "-") { i += 1 }
         guard i < bytes.count else { throw error("invalid number") }
         if bytes[i] == UInt8(ascii: "0") { i += 1 } else {
@@ -290,7 +316,108 @@ public struct JSONParser {
             while i < bytes.count, isDigit(bytes[i]) { i += 1 }
         }
         guard i - start <= 64 else { throw error("number too long") }
-        return String(decoding: bytes[start..<i], as: UTF8.self)
+    }
+
+    // MARK: raw capture
+
+    /// Validates the value at `i` as `parseValue` would and appends its text to `out` without
+    /// whitespace outside strings.
+    private mutating func copyValue(depth: Int, into out: inout [UInt8]) throws {
+        guard depth < JSONParser.maxDepth else { throw error("nesting too deep") }
+        guard i < bytes.count else { throw error("unexpected end of input") }
+        switch bytes[i] {
+        case UInt8(ascii: "{"):
+            i += 1
+            out.append(UInt8(ascii: "{"))
+            skipWhitespace()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; out.append(UInt8(ascii: "}")); return }
+            while true {
+                skipWhitespace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a key") }
+                try copyString(into: &out)
+                skipWhitespace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
+                i += 1
+                out.append(UInt8(ascii: ":"))
+                skipWhitespace()
+                try copyValue(depth: depth + 1, into: &out)
+                skipWhitespace()
+                guard i < bytes.count else { throw error("unexpected end of input") }
+                if bytes[i] == UInt8(ascii: ",") { i += 1; out.append(UInt8(ascii: ",")); continue }
+                if bytes[i] == UInt8(ascii: "}") { i += 1; out.append(UInt8(ascii: "}")); return }
+                throw error("expected ',' or '}'")
+            }
+        case UInt8(ascii: "["):
+            i += 1
+            out.append(UInt8(ascii: "["))
+            skipWhitespace()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; out.append(UInt8(ascii: "]")); return }
+            while true {
+                skipWhitespace()
+                try copyValue(depth: depth + 1, into: &out)
+                skipWhitespace()
+                guard i < bytes.count else { throw error("unexpected end of input") }
+                if bytes[i] == UInt8(ascii: ",") { i += 1; out.append(UInt8(ascii: ",")); continue }
+                if bytes[i] == UInt8(ascii: "]") { i += 1; out.append(UInt8(ascii: "]")); return }
+                throw error("expected ',' or ']'")
+            }
+        case UInt8(ascii: "\""):
+            try copyString(into: &out)
+        case UInt8(ascii: "t"), UInt8(ascii: "f"), UInt8(ascii: "n"):
+            let start = i
+            try literal(bytes[i] == UInt8(ascii: "t") ? "true" : bytes[i] == UInt8(ascii: "f") ? "false" : "null")
+            out.append(contentsOf: bytes[start..<i])
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let start = i
+            try scanNumber()
+            out.append(contentsOf: bytes[start..<i])
+        default:
+            throw error("unexpected character")
+        }
+    }
+
+    /// Validates the string at `i` as `parseString` would (escapes, surrogate pairs, no
+    /// control characters, UTF-8) and appends it as written, quotes and escapes included.
+    private mutating func copyString(into out: inout [UInt8]) throws {
+        let start = i
+        i += 1
+        var ascii = true
+        while true {
+            guard i < bytes.count else { throw error("unterminated string") }
+            let b = bytes[i]
+            if b == UInt8(ascii: "\"") { i += 1; break }
+            if b < 0x20 { throw error("control character in string") }
+            if b >= 0x80 { ascii = false }
+            if b == UInt8(ascii: "\\") {
+                i += 1
+                guard i < bytes.count else { throw error("unterminated escape") }
+                let e = bytes[i]
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    break
+                case UInt8(ascii: "u"):
+                    let code = try hex4()
+                    if code >= 0xD800 && code < 0xDC00 {
+                        guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else { throw error("unpaired surrogate") }
+                        i += 2
+                        let low = try hex4()
+                        guard low >= 0xDC00 && low < 0xE000 else { throw error("unpaired surrogate") }
+                    } else if code >= 0xDC00 && code < 0xE000 {
+                        throw error("unpaired surrogate")
+                    }
+                default: throw error("invalid escape")
+                }
+                continue
+            }
+            i += 1
+        }
+        if !ascii {
+            let valid = bytes.withUnsafeBufferPointer { String(validating: UnsafeBufferPointer(rebasing: $0[start..<i]), as: UTF8.self) != nil }
+            guard valid else { throw error("invalid UTF-8") }
+        }
+        out.append(contentsOf: bytes[start..<i])
     }
 
     private func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }

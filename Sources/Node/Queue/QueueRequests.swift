@@ -63,7 +63,9 @@ public struct ProduceRequest: Sendable {
             let key = try f.optionalName("key")
             let delay = try f.int("delay_ms", default: 0, in: QueueLimits.delayMsRange)
             let attempts = try f.int("max_attempts", default: QueueLimits.maxAttemptsDefault, in: QueueLimits.maxAttemptsRange)
-            return ProduceMessage(id: id, key: key, body: body.bytes, delayMs: delay, maxAttempts: attempts)
+            let text: [UInt8]
+            if case .raw(let raw) = body { text = raw } else { text = body.bytes }
+            return ProduceMessage(id: id, key: key, body: text, delayMs: delay, maxAttempts: attempts)
         } catch let e as HTTPError where !prefix.isEmpty {
             // Name the field with its position in the batch: 'messages[3].delay_ms'.
             throw HTTPError.badRequest(e.message.replacingOccurrences(of: "'", with: "'\(prefix)", options: [], range: e.message.range(of: "'")))

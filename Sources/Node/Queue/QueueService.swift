@@ -299,7 +299,8 @@ public final class QueueService: NodeService {
     }
 
     private func produce(_ request: HTTPRequest) throws {
-        let input = try ProduceRequest(try request.jsonObject())
+        // Bodies are only stored and handed back: kept as their text, no tree built.
+        let input = try ProduceRequest(try request.jsonObject(rawMembers: "body"))
         withTopic(input.topic, create: true) { [weak self] result in
             guard let self else { return }
             switch result {
