@@ -117,6 +117,35 @@ private let execVisitTrampoline: RedisCallbackPointer = { _, reply, privdata in
     }
 }
 
+final class PipelineBox {
+    var remaining: Int
+    var succeeded = 0
+    var firstError: String?
+    let done: (String?, Int) -> Void
+    init(count: Int, _ done: @escaping (String?, Int) -> Void) { remaining = count; self.done = done }
+
+    /// One command's outcome; the last one runs `done`.
+    func settle(_ error: String?) {
+        if let error { if firstError == nil { firstError = error } } else { succeeded += 1 }
+        remaining -= 1
+        if remaining == 0 { done(firstError, succeeded) }
+    }
+}
+
+/// A command of a pipeline: privdata is the box, retained once per command and released here
+/// (also on a NULL reply); only an error reply is looked at.
+private let pipelineTrampoline: RedisCallbackPointer = { _, reply, privdata in
+    guard let privdata else { return }
+    let box = Unmanaged<PipelineBox>.fromOpaque(privdata).takeRetainedValue()
+    guard let reply else { box.settle("ERR connection lost"); return }
+    let r = reply.assumingMemoryBound(to: redisReply.self)
+    if r.pointee.type == REDIS_REPLY_ERROR {
+        box.settle(r.pointee.str.map { String(cString: $0) } ?? "ERR")
+    } else {
+        box.settle(nil)
+    }
+}
+
 /// Subscription callback: hiredis calls it for every message of the channel; privdata is the
 /// unretained connection (kept alive by its owner for as long as the context lives).
 private let subscriptionTrampoline: RedisCallbackPointer = { _, reply, privdata in
@@ -400,6 +429,28 @@ public final class RedisConnection {
         guard state == .ready, context != nil else { visit(.failed("ERR redis unavailable: \(lastError)")); return }
         precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
         submit(command, visit)
+    }
+
+    /// Commands sent back to back, without MULTI: Redis runs them in order, each atomic by
+    /// itself, but a failure part way (a lost connection) may leave the first ones done.
+    /// `done` runs exactly once, after every reply, with the first error met (nil: all
+    /// succeeded) and how many commands succeeded. Replies other than errors are not looked at.
+    public func pipeline(_ commands: [RESPCommand], _ done: @escaping (_ firstError: String?, _ succeeded: Int) -> Void) {
+        guard !subscriber else { done("ERR subscriber connection", 0); return }
+        guard state == .ready, context != nil else { done("ERR redis unavailable: \(lastError)", 0); return }
+        guard !commands.isEmpty else { done(nil, 0); return }
+        let box = PipelineBox(count: commands.count, done)
+        for (k, command) in commands.enumerated() {
+            precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
+            let privdata = Unmanaged.passRetained(box).toOpaque()
+            if !sendFormatted(command, callback: pipelineTrampoline, privdata: privdata) {
+                Unmanaged<PipelineBox>.fromOpaque(privdata).release()
+                // This one and the rest were not sent: each fails now.
+                for _ in k..<commands.count { box.settle("ERR redis unavailable: command rejected") }
+                break
+            }
+        }
+        scheduleFlush()
     }
 
     /// One transaction on this connection:

@@ -470,6 +470,35 @@ final class QueueIntegrationTests: XCTestCase {
         XCTAssertEqual(try stored(), 5)
     }
 
+    /// A produce's shares are pipelined XADDs, one share per partition: when one share fails
+    /// (here its log key holds a string: WRONGTYPE), the produce is answered with the error,
+    /// never 200, and the other share is stored (at least once: a retry adds it again).
+    func testAProduceWhoseShareFailsIsAnErrorAndTheOtherShareIsStored() throws {
+        let c = try TestCluster(nodes: 1)
+        let n1 = c.node("n1").client(timeoutMs: 5000)
+        XCTAssertEqual(try n1.post("/queue/topic", .object([("topic", .string("split")), ("partitions", .int(2))])).status, 200)
+        // A key for each partition, found by producing one message per key.
+        var keyOf: [Int64: String] = [:]
+        for k in 0..<64 where keyOf.count < 2 {
+            let r = try n1.post("/queue/produce", .object([("topic", .string("split")), ("key", .string("k\(k)")), ("body", .int(0))]))
+            XCTAssertEqual(r.status, 200, r.text)
+            if let p = r.json?["partition"]?.int64Value, keyOf[p] == nil { keyOf[p] = "k\(k)" }
+        }
+        guard let k0 = keyOf[0], let k1 = keyOf[1] else { return XCTFail("no key for each partition: \(keyOf)") }
+        let log1 = "concord:\(c.cluster):q:{split:1}:log"
+        let before1 = Int(try c.redis.cli("XLEN", log1)) ?? -1
+        let log0 = "concord:\(c.cluster):q:{split:0}:log"
+        _ = try c.redis.cli("DEL", log0)
+        _ = try c.redis.cli("SET", log0, "not a stream")
+        let batch = JSONValue.object([("topic", .string("split")), ("messages", .array((0..<6).map { i in
+            .object([("key", .string(i % 2 == 0 ? k0 : k1)), ("body", .int(Int64(i)))]) }))])
+        let r = try n1.post("/queue/produce", batch)
+        XCTAssertNotEqual(r.status, 200, r.text)
+        XCTAssertTrue(r.text.contains("WRONGTYPE"), r.text)
+        XCTAssertEqual(try c.redis.cli("TYPE", log0), "string", "the failed share stored nothing")
+        XCTAssertEqual(Int(try c.redis.cli("XLEN", log1)), before1 + 3, "the other share is stored")
+    }
+
     // MARK: ownership moves
 
     /// The owner of a partition runs its redelivery timer; SIGKILL it and the next owner (by

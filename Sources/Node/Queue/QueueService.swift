@@ -319,9 +319,7 @@ public final class QueueService: NodeService {
     ///
     /// or, when no message of the share has an `id` or a delay:
     ///
-    ///     MULTI; XADD P:log 0-* id <id> body <body> [key <key>] [max <n>] (each); EXEC
-    ///
-    /// (a share of one message: the bare XADD).
+    ///     XADD P:log 0-* id <id> body <body> [key <key>] [max <n>]   (each, pipelined)
     private func store(_ input: ProduceRequest, partitions: Int, request: HTTPRequest) {
         let topic = input.topic
         // Reduced by the current count: a topic re-created with fewer partitions (a lost registry)
@@ -358,8 +356,8 @@ public final class QueueService: NodeService {
         }
         for (p, indices) in byPartition {
             if indices.allSatisfy({ input.messages[$0].id == nil && input.messages[$0].delayMs == 0 }) {
-                // Nothing to deduplicate or delay: only the log is written, as one transaction of
-                // bare XADDs (no script; the stream assigns the sequence numbers).
+                // Nothing to deduplicate or delay: only the log is written, by pipelined bare
+                // XADDs (no script, no MULTI; the stream assigns the sequence numbers).
                 // The fields of lua/includes/log_entry.lua: key and max only when set.
                 let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
                 var commands: [RESPCommand] = []
@@ -378,43 +376,16 @@ public final class QueueService: NodeService {
                     commands.append(c)
                 }
                 // The log's share is stored when every XADD answered an ID; the first error
-                // met is the one to report.
-                let count = commands.count
-                let settle = { [weak self] (error: String?) in
+                // met is the one to report. Each XADD is atomic by itself: a failure part way
+                // (a lost connection) may have stored the first ones, which a retry of the
+                // produce then adds again (at least once), as when a reply is lost.
+                redis.pipeline(commands) { [weak self] error, succeeded in
                     guard let self else { return }
-                    if let error {
-                        if failure == nil { failure = self.httpError(error) }
-                    } else {
-                        stored += count
-                        notify.append(p)
-                    }
+                    if let error, failure == nil { failure = self.httpError(error) }
+                    stored += succeeded
+                    if succeeded > 0 { notify.append(p) }
                     finish()
                 }
-                if commands.count == 1 {
-                    // One message: a bare XADD (one command is atomic by itself).
-                    redis.sendVisiting(commands[0]) { reply in
-                        switch reply {
-                        case .failed(let error): settle(error)
-                        case .reply(let view): settle(view.errorMessage)
-                        }
-                    }
-                    continue
-                }
-                // A command refused while queued (OOM, LOADING, READONLY...) makes EXEC answer
-                // only EXECABORT: the first refusal is the cause to report.
-                redis.transaction(commands, visiting: { reply, refused in
-                    switch reply {
-                    case .failed(let error): settle(refused ?? error)
-                    case .reply(let view):
-                        if let error = view.errorMessage {
-                            settle(refused ?? error)
-                        } else if view.isArray, view.count == count, !(0..<view.count).contains(where: { view[$0]?.isError ?? true }) {
-                            settle(nil)
-                        } else {
-                            settle((0..<view.count).lazy.compactMap { view[$0]?.errorMessage }.first ?? "ERR produce transaction aborted")
-                        }
-                    }
-                })
                 continue
             }
             var args: [[UInt8]] = [Array(now.utf8), Array(String(QueueLimits.dedupWindowMs).utf8), Array(String(indices.count).utf8)]
