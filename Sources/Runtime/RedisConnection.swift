@@ -435,19 +435,25 @@ public final class RedisConnection {
     /// itself, but a failure part way (a lost connection) may leave the first ones done.
     /// `done` runs exactly once, after every reply, with the first error met (nil: all
     /// succeeded) and how many commands succeeded. Replies other than errors are not looked at.
-    public func pipeline(_ commands: [RESPCommand], _ done: @escaping (_ firstError: String?, _ succeeded: Int) -> Void) {
+    public func pipeline(_ commands: RESPBatch, _ done: @escaping (_ firstError: String?, _ succeeded: Int) -> Void) {
         guard !subscriber else { done("ERR subscriber connection", 0); return }
-        guard state == .ready, context != nil else { done("ERR redis unavailable: \(lastError)", 0); return }
-        guard !commands.isEmpty else { done(nil, 0); return }
+        guard state == .ready, let ctx = context else { done("ERR redis unavailable: \(lastError)", 0); return }
+        guard commands.count > 0 else { done(nil, 0); return }
+        precondition(commands.isComplete, "RESPBatch: the last command has fewer arguments than it declared")
         let box = PipelineBox(count: commands.count, done)
-        for (k, command) in commands.enumerated() {
-            precondition(command.isComplete, "RESPCommand has fewer arguments than it declared")
-            let privdata = Unmanaged.passRetained(box).toOpaque()
-            if !sendFormatted(command, callback: pipelineTrampoline, privdata: privdata) {
-                Unmanaged<PipelineBox>.fromOpaque(privdata).release()
-                // This one and the rest were not sent: each fails now.
-                for _ in k..<commands.count { box.settle("ERR redis unavailable: command rejected") }
-                break
+        commands.terminated.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { chars in
+                var start = 0
+                for (k, end) in commands.ends.enumerated() {
+                    let privdata = Unmanaged.passRetained(box).toOpaque()
+                    if redisAsyncFormattedCommand(ctx, pipelineTrampoline, privdata, chars.baseAddress! + start, end - start) != REDIS_OK {
+                        Unmanaged<PipelineBox>.fromOpaque(privdata).release()
+                        // This one and the rest were not sent: each fails now.
+                        for _ in k..<commands.count { box.settle("ERR redis unavailable: command rejected") }
+                        return
+                    }
+                    start = end
+                }
             }
         }
         scheduleFlush()
@@ -612,12 +618,62 @@ public struct RESPCommand {
     public mutating func add(_ b: UnsafeBufferPointer<UInt8>) {
         precondition(added < declared, "RESPCommand: more arguments than declared")
         added += 1
+        RESPCommand.append(argument: b, toTerminated: &terminated)
+    }
+
+    /// Writes one argument (`$<n>\r\n<bytes>\r\n`) over the NUL that ends `terminated`,
+    /// and the NUL again after it.
+    static func append(argument b: UnsafeBufferPointer<UInt8>, toTerminated terminated: inout [UInt8]) {
         terminated.removeLast()
         terminated.append(0x24)
         RedisConnection.appendDecimal(b.count, &terminated)
         terminated.append(contentsOf: b)
         terminated.append(13); terminated.append(10)
         terminated.append(0)
+    }
+
+    public mutating func add(_ a: [UInt8]) { a.withUnsafeBufferPointer { add($0) } }
+
+    public mutating func add(_ s: String) {
+        var t = s
+        t.withUTF8 { add($0) }
+    }
+}
+
+/// Commands written back to back in one buffer (one allocation for a batch of a hundred
+/// XADDs, not one each), sent each as its own command by `RedisConnection.pipeline`. Like
+/// `RESPCommand`, it keeps a NUL after the last byte for hiredis's scan.
+public struct RESPBatch {
+    private(set) var terminated: [UInt8] = [0]
+    /// Where each command ends (the next begins there).
+    private(set) var ends: [Int] = []
+    private var declared = 0, added = 0
+
+    public init(commands: Int, capacity: Int) {
+        terminated.reserveCapacity(capacity + 1)
+        ends.reserveCapacity(commands)
+    }
+
+    public var count: Int { ends.count }
+    public var isComplete: Bool { added == declared }
+
+    /// Starts the next command, of `arguments` arguments.
+    public mutating func begin(arguments: Int) {
+        precondition(isComplete, "RESPBatch: the previous command has fewer arguments than it declared")
+        declared = arguments
+        added = 0
+        terminated.removeLast()
+        terminated.append(0x2A)
+        RedisConnection.appendDecimal(arguments, &terminated)
+        terminated.append(0)
+        ends.append(terminated.count - 1)
+    }
+
+    public mutating func add(_ b: UnsafeBufferPointer<UInt8>) {
+        precondition(added < declared, "RESPBatch: more arguments than declared")
+        added += 1
+        RESPCommand.append(argument: b, toTerminated: &terminated)
+        ends[ends.count - 1] = terminated.count - 1
     }
 
     public mutating func add(_ a: [UInt8]) { a.withUnsafeBufferPointer { add($0) } }

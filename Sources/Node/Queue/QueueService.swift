@@ -360,20 +360,18 @@ public final class QueueService: NodeService {
                 // XADDs (no script, no MULTI; the stream assigns the sequence numbers).
                 // The fields of lua/includes/log_entry.lua: key and max only when set.
                 let log = Array(keys.partition(topic: topic, partition: p).log.utf8)
-                var commands: [RESPCommand] = []
-                commands.reserveCapacity(indices.count)
+                var commands = RESPBatch(commands: indices.count,
+                                         capacity: indices.reduce(0) { $0 + 96 + log.count + input.messages[$1].body.count })
                 for i in indices {
                     let m = input.messages[i]
                     let key = m.key.flatMap { $0.isEmpty ? nil : $0 }
                     let max = m.maxAttempts == QueueLimits.maxAttemptsDefault ? nil : String(m.maxAttempts)
-                    var c = RESPCommand(arguments: 7 + (key == nil ? 0 : 2) + (max == nil ? 0 : 2),
-                                        capacity: 80 + log.count + m.body.count + (key?.utf8.count ?? 0))
-                    c.add(QueueService.xadd); c.add(log); c.add(QueueService.autoSeq)
-                    c.add(QueueService.fieldID); c.add(ids[i])
-                    c.add(QueueService.fieldBody); c.add(m.body)
-                    if let key { c.add(QueueService.fieldKey); c.add(key) }
-                    if let max { c.add(QueueService.fieldMax); c.add(max) }
-                    commands.append(c)
+                    commands.begin(arguments: 7 + (key == nil ? 0 : 2) + (max == nil ? 0 : 2))
+                    commands.add(QueueService.xadd); commands.add(log); commands.add(QueueService.autoSeq)
+                    commands.add(QueueService.fieldID); commands.add(ids[i])
+                    commands.add(QueueService.fieldBody); commands.add(m.body)
+                    if let key { commands.add(QueueService.fieldKey); commands.add(key) }
+                    if let max { commands.add(QueueService.fieldMax); commands.add(max) }
                 }
                 // The log's share is stored when every XADD answered an ID; the first error
                 // met is the one to report. Each XADD is atomic by itself: a failure part way
