@@ -398,15 +398,7 @@ public struct JSONParser {
                      UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     break
                 case UInt8(ascii: "u"):
-                    let code = try hex4()
-                    if code >= 0xD800 && code < 0xDC00 {
-                        guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else { throw error("unpaired surrogate") }
-                        i += 2
-                        let low = try hex4()
-                        guard low >= 0xDC00 && low < 0xE000 else { throw error("unpaired surrogate") }
-                    } else if code >= 0xDC00 && code < 0xE000 {
-                        throw error("unpaired surrogate")
-                    }
+                    _ = try unicodeEscape()
                 default: throw error("invalid escape")
                 }
                 continue
@@ -480,17 +472,7 @@ public struct JSONParser {
                 case UInt8(ascii: "r"): out += "\r"
                 case UInt8(ascii: "t"): out += "\t"
                 case UInt8(ascii: "u"):
-                    var code = try hex4()
-                    if code >= 0xD800 && code < 0xDC00 {
-                        guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else { throw error("unpaired surrogate") }
-                        i += 2
-                        let low = try hex4()
-                        guard low >= 0xDC00 && low < 0xE000 else { throw error("unpaired surrogate") }
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    } else if code >= 0xDC00 && code < 0xE000 {
-                        throw error("unpaired surrogate")
-                    }
-                    guard let scalar = Unicode.Scalar(code) else { throw error("invalid escape") }
+                    guard let scalar = Unicode.Scalar(try unicodeEscape()) else { throw error("invalid escape") }
                     out.unicodeScalars.append(scalar)
                 default: throw error("invalid escape")
                 }
@@ -499,6 +481,21 @@ public struct JSONParser {
             }
             i += 1
         }
+    }
+
+    /// The code point of a `\u` escape whose `u` was just read: four hex digits, and for a
+    /// high surrogate the `\u` low surrogate that must follow.
+    private mutating func unicodeEscape() throws -> UInt32 {
+        let code = try hex4()
+        if code >= 0xD800 && code < 0xDC00 {
+            guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else { throw error("unpaired surrogate") }
+            i += 2
+            let low = try hex4()
+            guard low >= 0xDC00 && low < 0xE000 else { throw error("unpaired surrogate") }
+            return 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+        }
+        if code >= 0xDC00 && code < 0xE000 { throw error("unpaired surrogate") }
+        return code
     }
 
     private mutating func hex4() throws -> UInt32 {
