@@ -9,7 +9,8 @@
   KEYS[2]  inflight  zset  ...:g:<group>:inflight             seq or lease "L<n>" scored by deadline
   KEYS[3]  retry     zset  ...:g:<group>:retry                seq scored by visible-at
   KEYS[4]  attempts  hash  ...:g:<group>:attempts             seq -> "<attempt>:<last_ms>:<delivery>",
-                                                              "L<n>" -> "<ms>:<seq>,...", "#" (see consume)
+                                                              "L<n>" -> "<ms>:<first>-<last>" or "<ms>:<seq>,...",
+                                                              "#" (see consume and includes/lease_seqs.lua)
   KEYS[5]  data      hash  ...:g:<group>:data                 seq -> JSON copy
 
   ARGV[1]  group       group name (1..256 bytes)

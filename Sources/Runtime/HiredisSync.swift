@@ -52,7 +52,8 @@ public final class HiredisSync {
     public func reply(_ visit: (RedisReplyView) -> Void) throws {
         var raw: UnsafeMutableRawPointer?
         guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
-            throw RuntimeError("redis connection failed: \(context.pointee.err)")
+            let text = withUnsafeBytes(of: context.pointee.errstr) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw RuntimeError("redis connection failed: \(text)")
         }
         let r = raw.assumingMemoryBound(to: redisReply.self)
         visit(RedisReplyView(UnsafePointer(r)))

@@ -642,7 +642,9 @@ public struct RESPCommand {
 
 /// Commands written back to back in one buffer (one allocation for a batch of a hundred
 /// XADDs, not one each), sent each as its own command by `RedisConnection.pipeline`. Like
-/// `RESPCommand`, it keeps a NUL after the last byte for hiredis's scan.
+/// `RESPCommand`, it keeps a NUL after the last byte for hiredis's scan. Not for (P)SUBSCRIBE
+/// or (P)UNSUBSCRIBE: for those hiredis reads every argument up to the NUL, which here would run
+/// into the commands after it.
 public struct RESPBatch {
     private(set) var terminated: [UInt8] = [0]
     /// Where each command ends (the next begins there).

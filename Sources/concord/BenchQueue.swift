@@ -137,7 +137,7 @@ struct BenchQueue: ParsableCommand {
         let add: [[UInt8]] = [Array("XADD".utf8), Array(stream.utf8), [0x2A], Array("body".utf8), Array(body.utf8)]
         let ackHead: [[UInt8]] = [Array("XACK".utf8), Array(stream.utf8), Array("bench".utf8)]
         var result = runLoad(name: "redis streams batch \(batch)", concurrency: opts.concurrency, seconds: seconds, quiet: opts.json,
-                             setup: { worker in (try HiredisSync(url: url), Array("XREADGROUP GROUP bench c\(worker) COUNT \(batch) STREAMS \(stream) >".utf8).split(separator: 0x20).map(Array.init)) },
+                             setup: { worker in (try HiredisSync(url: url), ["XREADGROUP", "GROUP", "bench", "c\(worker)", "COUNT", String(batch), "STREAMS", stream, ">"].map { Array($0.utf8) }) },
                              operation: { state, _ in
             let (conn, read) = state
             for _ in 0..<batch { conn.append(add) }

@@ -157,6 +157,33 @@ final class QueueIntegrationTests: XCTestCase {
         XCTAssertEqual(try n2.ack(topic, [second[0].receipt]).json?["acked"]?.int64Value, 1)
     }
 
+    /// The node acks a run of one lease's receipts in queue_ack's short form
+    /// (`p:first-last:L<n>`); a client that sends that form itself gets it back as not found,
+    /// and nothing is acked by it. A batch acked whole, in order, then answers no not_found.
+    func testAckTakesOnlyDeliveredReceiptsAndAWholeBatchAtOnce() throws {
+        let c = try SharedQueueCluster.get()
+        let topic = "shortform-\(UInt32.random(in: 0..<UInt32.max))"
+        let n1 = c.node("n1").client()
+        XCTAssertEqual(try n1.post("/queue/topic", .object([("topic", .string(topic)), ("partitions", .int(1))])).status, 200)
+        XCTAssertEqual(try n1.consume(topic).0.status, 200)
+        let batch = JSONValue.object([("topic", .string(topic)), ("messages", .array((0..<6).map { .object([("body", .int(Int64($0)))]) }))])
+        XCTAssertEqual(try n1.post("/queue/produce", batch).status, 200)
+        let (_, got) = try n1.consume(topic, max: 6)
+        XCTAssertEqual(got.count, 6)
+        let parts = got[0].receipt.split(separator: ":")
+        XCTAssertEqual(parts.count, 3)
+        let forged = "\(parts[0]):\(parts[1])-\(Int(parts[1])! + 5):\(parts[2])"
+        let r = try n1.ack(topic, [forged, "junk", got[0].receipt])
+        XCTAssertEqual(r.json?["acked"]?.int64Value, 1, r.text)
+        XCTAssertEqual(r.json?["not_found"]?.arrayValue, [.string(forged), .string("junk")], r.text)
+        let rest = try n1.ack(topic, got.dropFirst().map(\.receipt))
+        XCTAssertEqual(rest.json?["acked"]?.int64Value, 5, rest.text)
+        XCTAssertEqual(rest.json?["not_found"]?.arrayValue, [], rest.text)
+        let again = try n1.ack(topic, got.map(\.receipt))
+        XCTAssertEqual(again.json?["acked"]?.int64Value, 0, again.text)
+        XCTAssertEqual(again.json?["not_found"]?.arrayValue, got.map { .string($0.receipt) }, "acked receipts are not found, each as sent")
+    }
+
     // MARK: dead letters
 
     func testMaxAttemptsDeadLettersThenRedriveMakesItReadyAgain() throws {

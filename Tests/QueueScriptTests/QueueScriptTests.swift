@@ -622,6 +622,10 @@ final class QueueScriptTests: XCTestCase {
         XCTAssertEqual(compactLeaseReceipts(["3:5:7", "3:6:8", "3:7:L1", "x", "3:8:L1", "3:9:L1"]),
                        ["3:5:7", "3:6:8", "3:7:L1", "x", "3:8-9:L1"])
         XCTAssertEqual(compactLeaseReceipts([]), [])
+        for r in ["3:5:L2", "0:1:7", "65535:123456789012345:L99"] { XCTAssertTrue(isDeliveredReceipt(r), r) }
+        for r in ["3:5-7:L2", "3:5:L", "3::1", ":5:1", "3:5", "3:5:1:2", "3:5:LL2", "3:L5:2", "x", "", "3:5:2L"] {
+            XCTAssertFalse(isDeliveredReceipt(r), r)
+        }
     }
 
     /// Differential, seeded: two partitions given the same history, one acked receipt by

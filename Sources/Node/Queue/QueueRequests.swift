@@ -163,6 +163,25 @@ func receiptPartition(_ receipt: String, partitions: Int) -> Int? {
     return p
 }
 
+/// `<digits>:<digits>:<digits>` or `<digits>:<digits>:L<digits>`: the shape of a receipt
+/// consume hands out (not, for one, queue_ack's short form `p:first-last:L<n>`).
+public func isDeliveredReceipt(_ receipt: String) -> Bool {
+    var fields = 0, digits = 0, lease = false
+    for b in receipt.utf8 {
+        switch b {
+        case 0x30...0x39: digits += 1
+        case 0x3A:
+            guard digits > 0, fields < 2 else { return false }
+            fields += 1; digits = 0
+        case 0x4C:
+            guard fields == 2, digits == 0, !lease else { return false }
+            lease = true
+        default: return false
+        }
+    }
+    return fields == 2 && digits > 0
+}
+
 /// One partition's receipts as queue_ack takes them: each run of consecutive first-delivery
 /// receipts of one lease (`p:s:Ln`, `p:s+1:Ln`, ...) joined into the script's short form
 /// `p:s-e:Ln`, so the usual ack of a whole consumed batch is one comparison in the script

@@ -134,8 +134,9 @@ public final class QueueService: NodeService {
         if transient.contains(where: { message.hasPrefix($0) }) {
             return HTTPError.unavailable("redis unavailable: \(message)")
         }
-        // Redis at maxmemory refusing writes: nothing was stored; it passes once consumers drain
-        // (or the operator raises the limit), so it is retryable like unavailability.
+        // Redis at maxmemory refusing writes: what was refused is not stored (a plain produce's
+        // pipelined XADDs before the limit was hit are); it passes once consumers drain (or the
+        // operator raises the limit), so it is retryable like unavailability.
         if message.hasPrefix("OOM") { return HTTPError.unavailable("redis out of memory: \(message)") }
         if message.hasPrefix("BADARG ") { return HTTPError.badRequest(String(message.dropFirst(7))) }
         logger.error("queue script failed", metadata: ["error": "\(message)"])
@@ -875,10 +876,13 @@ public final class QueueService: NodeService {
     }
 
     private func ackStored(_ input: AckRequest, partitions: Int, request: HTTPRequest) {
+        // A receipt goes to its partition's script only in the form consume hands out; anything
+        // else (the script's own short form among it) is simply not found.
+        let routes = input.receipts.map { isDeliveredReceipt($0) ? receiptPartition($0, partitions: partitions) : nil }
         var byPartition: [Int: [String]] = [:]
         var unrouted = 0
-        for r in input.receipts {
-            if let p = receiptPartition(r, partitions: partitions) { byPartition[p, default: []].append(r) } else { unrouted += 1 }
+        for (r, route) in zip(input.receipts, routes) {
+            if let p = route { byPartition[p, default: []].append(r) } else { unrouted += 1 }
         }
         var acked = 0
         var notFoundByPartition: [Int: [String]] = [:]
@@ -900,8 +904,8 @@ public final class QueueService: NodeService {
             // not_found in argument order: each partition's list is a subsequence of its receipts.
             var cursor: [Int: Int] = [:]
             var notFound: [JSONValue] = []
-            for r in input.receipts {
-                guard let p = receiptPartition(r, partitions: partitions) else { notFound.append(.string(r)); continue }
+            for (r, route) in zip(input.receipts, routes) {
+                guard let p = route else { notFound.append(.string(r)); continue }
                 let list = notFoundByPartition[p] ?? []
                 let c = cursor[p, default: 0]
                 if c < list.count && list[c] == r { notFound.append(.string(r)); cursor[p] = c + 1 }
