@@ -20,7 +20,7 @@
   KEYS[6]  retry      zset    ...:g:<group>:retry     seq scored by visible-at time (ms)
   KEYS[7]  attempts   hash    ...:g:<group>:attempts  seq -> "<attempt>:<last_delivery_ms>:<delivery>";
                                                     "L<n>" -> "<delivery_ms>:<first>-<last>" (a new
-                                                    lease), "<delivery_ms>:<seq>,<seq>,..." once an
+                                                    lease; one entry: "<ms>:<seq>"), "<ms>:<seq>,..." once an
                                                     entry left it (includes/lease_seqs.lua);
                                                     "#" -> sum over leases of
                                                     (entries - 1), so in-flight = ZCARD(inflight) + "#"
@@ -149,8 +149,9 @@ if room > 0 then
       inflight_args[#inflight_args + 1] = deadline
       inflight_args[#inflight_args + 1] = lease
       attempts_args[#attempts_args + 1] = lease
-      -- The lease's list as a range (see lease_seqs): written in O(1), whatever its length.
-      attempts_args[#attempts_args + 1] = now_text .. ":" .. first_text .. "-" .. last_text
+      -- The lease's list as a range (see lease_seqs): written in O(1), whatever its length;
+      -- a lease of one entry as that entry (the form a single receipt matches at once in ack).
+      attempts_args[#attempts_args + 1] = now_text .. ":" .. (first_seq == last_seq and first_text or (first_text .. "-" .. last_text))
       refs_args[#refs_args + 1] = first_text
       refs_args[#refs_args + 1] = lease .. ":" .. group
       extra = extra + last_seq - first_seq
