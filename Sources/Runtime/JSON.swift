@@ -192,7 +192,9 @@ public struct JSONParseError: Error, CustomStringConvertible {
 /// Recursive-descent parser with a depth bound; rejects trailing garbage and invalid UTF-8.
 public struct JSONParser {
     public static let maxDepth = 64
-    private let bytes: [UInt8]
+    /// The input, valid for the parse (`parse` runs inside `withUnsafeBufferPointer`): reads
+    /// without a bounds check per byte in release builds.
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var i = 0
     private var rawKey: String?
 
@@ -203,18 +205,20 @@ public struct JSONParser {
     /// built for it (a produced message's body, which is only stored and handed back). Its
     /// strings keep their escapes as written.
     public static func parse(_ bytes: [UInt8], rawMembers: String?) throws -> JSONValue {
-        var p = JSONParser(bytes: bytes)
-        p.rawKey = rawMembers
-        p.skipWhitespace()
-        let value = try p.parseValue(depth: 0)
-        p.skipWhitespace()
-        guard p.i == bytes.count else { throw p.error("unexpected trailing data") }
-        return value
+        try bytes.withUnsafeBufferPointer { buffer in
+            var p = JSONParser(bytes: buffer)
+            p.rawKey = rawMembers
+            p.skipWhitespace()
+            let value = try p.parseValue(depth: 0)
+            p.skipWhitespace()
+            guard p.i == buffer.count else { throw p.error("unexpected trailing data") }
+            return value
+        }
     }
 
     public static func parse(_ text: String) throws -> JSONValue { try parse(Array(text.utf8)) }
 
-    private init(bytes: [UInt8]) { self.bytes = bytes }
+    private init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
     private func error(_ message: String) -> JSONParseError { JSONParseError(message: message, offset: i) }
 
@@ -406,8 +410,7 @@ public struct JSONParser {
             i += 1
         }
         if !ascii {
-            let valid = bytes.withUnsafeBufferPointer { String(validating: UnsafeBufferPointer(rebasing: $0[start..<i]), as: UTF8.self) != nil }
-            guard valid else { throw error("invalid UTF-8") }
+            guard String(validating: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self) != nil else { throw error("invalid UTF-8") }
         }
         out.append(contentsOf: bytes[start..<i])
     }
@@ -425,10 +428,8 @@ public struct JSONParser {
             if b == UInt8(ascii: "\"") {
                 let start = i
                 i = j
-                let s: String? = bytes.withUnsafeBufferPointer { all in
-                    let run = UnsafeBufferPointer(rebasing: all[start..<j])
-                    return ascii ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self)
-                }
+                let run = UnsafeBufferPointer(rebasing: bytes[start..<j])
+                let s: String? = ascii ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self)
                 guard let s else { throw error("invalid UTF-8") }
                 i += 1
                 return s
