@@ -1,8 +1,9 @@
 import CHiredis
 import Foundation
 
-/// hiredis's blocking client (the raw Streams baseline of `concord bench queue`): commands are
-/// appended (pipelined) and their replies read in order, each visited in place.
+/// hiredis's blocking client (the raw Streams baseline of `concord bench queue`, and the
+/// benches' set-up on Redis): commands are appended (pipelined) and their replies read in
+/// order, each visited in place.
 public final class HiredisSync {
     private let context: UnsafeMutablePointer<redisContext>
 
@@ -10,25 +11,31 @@ public final class HiredisSync {
         let tv = timeval(tv_sec: 5, tv_usec: 0)
         guard let c = redisConnectWithTimeout(url.host, Int32(url.port), tv) else { throw RuntimeError("cannot allocate a hiredis context") }
         guard c.pointee.err == 0 else {
-            let message = withUnsafeBytes(of: c.pointee.errstr) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let message = HiredisSync.errorText(c)
             redisFree(c)
             throw RuntimeError("cannot connect to redis at \(url.host):\(url.port): \(message)")
         }
         redisSetTimeout(c, tv)
         context = c
-        if let password = url.password {
-            append((url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password]).map { Array($0.utf8) })
-            var refused = false
-            try reply { refused = $0.isError }
-            if refused { throw RuntimeError("AUTH failed") }
+        if let password = url.password, try call(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password]).isError {
+            throw RuntimeError("AUTH failed")
         }
-        if url.db != 0 {
-            append(["SELECT", String(url.db)].map { Array($0.utf8) })
-            try reply { _ in }
-        }
+        if url.db != 0 { _ = try call(["SELECT", String(url.db)]) }
     }
 
     deinit { redisFree(context) }
+
+    private static func errorText(_ c: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: c.pointee.errstr) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// One command and its reply, copied (for set-up and clean-up, not the measured loop).
+    public func call(_ args: [String]) throws -> RedisReply {
+        append(args.map { Array($0.utf8) })
+        var copied = RedisReply.null
+        try reply { copied = $0.copied }
+        return copied
+    }
 
     /// Queues one command (written on the next `reply`).
     public func append(_ args: [[UInt8]]) {
@@ -52,12 +59,10 @@ public final class HiredisSync {
     public func reply(_ visit: (RedisReplyView) -> Void) throws {
         var raw: UnsafeMutableRawPointer?
         guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
-            let text = withUnsafeBytes(of: context.pointee.errstr) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            throw RuntimeError("redis connection failed: \(text)")
+            throw RuntimeError("redis connection failed: \(HiredisSync.errorText(context))")
         }
         let r = raw.assumingMemoryBound(to: redisReply.self)
         visit(RedisReplyView(UnsafePointer(r)))
         freeReplyObject(raw)
     }
 }
-

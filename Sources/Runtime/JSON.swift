@@ -330,40 +330,31 @@ public struct JSONParser {
         guard depth < JSONParser.maxDepth else { throw error("nesting too deep") }
         guard i < bytes.count else { throw error("unexpected end of input") }
         switch bytes[i] {
-        case UInt8(ascii: "{"):
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            // An object's members are a key, ':' and a value; an array's, a value.
+            let keyed = bytes[i] == UInt8(ascii: "{")
+            let close = keyed ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            out.append(bytes[i])
             i += 1
-            out.append(UInt8(ascii: "{"))
             skipWhitespace()
-            if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; out.append(UInt8(ascii: "}")); return }
+            if i < bytes.count, bytes[i] == close { i += 1; out.append(close); return }
             while true {
                 skipWhitespace()
-                guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a key") }
-                try copyString(into: &out)
-                skipWhitespace()
-                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
-                i += 1
-                out.append(UInt8(ascii: ":"))
-                skipWhitespace()
+                if keyed {
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a key") }
+                    try copyString(into: &out)
+                    skipWhitespace()
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
+                    i += 1
+                    out.append(UInt8(ascii: ":"))
+                    skipWhitespace()
+                }
                 try copyValue(depth: depth + 1, into: &out)
                 skipWhitespace()
                 guard i < bytes.count else { throw error("unexpected end of input") }
                 if bytes[i] == UInt8(ascii: ",") { i += 1; out.append(UInt8(ascii: ",")); continue }
-                if bytes[i] == UInt8(ascii: "}") { i += 1; out.append(UInt8(ascii: "}")); return }
-                throw error("expected ',' or '}'")
-            }
-        case UInt8(ascii: "["):
-            i += 1
-            out.append(UInt8(ascii: "["))
-            skipWhitespace()
-            if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; out.append(UInt8(ascii: "]")); return }
-            while true {
-                skipWhitespace()
-                try copyValue(depth: depth + 1, into: &out)
-                skipWhitespace()
-                guard i < bytes.count else { throw error("unexpected end of input") }
-                if bytes[i] == UInt8(ascii: ",") { i += 1; out.append(UInt8(ascii: ",")); continue }
-                if bytes[i] == UInt8(ascii: "]") { i += 1; out.append(UInt8(ascii: "]")); return }
-                throw error("expected ',' or ']'")
+                if bytes[i] == close { i += 1; out.append(close); return }
+                throw error(keyed ? "expected ',' or '}'" : "expected ',' or ']'")
             }
         case UInt8(ascii: "\""):
             try copyString(into: &out)

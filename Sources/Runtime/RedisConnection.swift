@@ -470,9 +470,8 @@ public final class RedisConnection {
         transaction(commands.map { RESPCommand($0) }, visiting: { reply, refused in done(RedisReply(reply), refused) })
     }
 
-    /// `transaction(_:_:)` for commands already written in RESP (`RESPCommand`), with EXEC's
-    /// reply read in place: for a batch of a hundred commands whose replies are only checked.
-    public func transaction(_ commands: [RESPCommand], visiting done: @escaping (RawReply, String?) -> Void) {
+    /// `transaction(_:_:)` on commands written in RESP, with EXEC's reply read in place.
+    private func transaction(_ commands: [RESPCommand], visiting done: @escaping (RawReply, String?) -> Void) {
         guard !subscriber else { done(.failed("ERR subscriber connection"), nil); return }
         guard state == .ready, context != nil else { done(.failed("ERR redis unavailable: \(lastError)"), nil); return }
         let box = TransactionVisitBox(done)
@@ -590,19 +589,17 @@ public final class RedisConnection {
 
 /// One command written straight into RESP, argument by argument, for a hot path that would
 /// otherwise build an array per argument and then copy them all (`RedisConnection.format`).
-public struct RESPCommand {
+public struct RESPCommand: RESPWriter {
     /// The command and, after it, the NUL hiredis wants (see `sendFormatted`): kept there as
     /// arguments are added, so sending needs no copy to append it.
-    private(set) var terminated: [UInt8] = []
+    private(set) var terminated: [UInt8] = [0]
     private let declared: Int
     private var added = 0
 
     public init(arguments: Int, capacity: Int = 128) {
         declared = arguments
         terminated.reserveCapacity(capacity + 1)
-        terminated.append(0x2A)
-        RedisConnection.appendDecimal(arguments, &terminated)
-        terminated.append(0)
+        RESPCommand.append(header: arguments, toTerminated: &terminated)
     }
 
     public init(_ args: [[UInt8]]) {
@@ -621,8 +618,16 @@ public struct RESPCommand {
         RESPCommand.append(argument: b, toTerminated: &terminated)
     }
 
-    /// Writes one argument (`$<n>\r\n<bytes>\r\n`) over the NUL that ends `terminated`,
-    /// and the NUL again after it.
+    /// Writes a command's header (`*<n>\r\n`) over the NUL that ends `terminated`, and the
+    /// NUL again after it.
+    static func append(header arguments: Int, toTerminated terminated: inout [UInt8]) {
+        terminated.removeLast()
+        terminated.append(0x2A)
+        RedisConnection.appendDecimal(arguments, &terminated)
+        terminated.append(0)
+    }
+
+    /// Writes one argument (`$<n>\r\n<bytes>\r\n`) the same way.
     static func append(argument b: UnsafeBufferPointer<UInt8>, toTerminated terminated: inout [UInt8]) {
         terminated.removeLast()
         terminated.append(0x24)
@@ -631,7 +636,14 @@ public struct RESPCommand {
         terminated.append(13); terminated.append(10)
         terminated.append(0)
     }
+}
 
+/// What writes RESP arguments: given bytes in place, it takes arrays and strings too.
+public protocol RESPWriter {
+    mutating func add(_ b: UnsafeBufferPointer<UInt8>)
+}
+
+extension RESPWriter {
     public mutating func add(_ a: [UInt8]) { a.withUnsafeBufferPointer { add($0) } }
 
     public mutating func add(_ s: String) {
@@ -645,7 +657,7 @@ public struct RESPCommand {
 /// `RESPCommand`, it keeps a NUL after the last byte for hiredis's scan. Not for (P)SUBSCRIBE
 /// or (P)UNSUBSCRIBE: for those hiredis reads every argument up to the NUL, which here would run
 /// into the commands after it.
-public struct RESPBatch {
+public struct RESPBatch: RESPWriter {
     private(set) var terminated: [UInt8] = [0]
     /// Where each command ends (the next begins there).
     private(set) var ends: [Int] = []
@@ -664,10 +676,7 @@ public struct RESPBatch {
         precondition(isComplete, "RESPBatch: the previous command has fewer arguments than it declared")
         declared = arguments
         added = 0
-        terminated.removeLast()
-        terminated.append(0x2A)
-        RedisConnection.appendDecimal(arguments, &terminated)
-        terminated.append(0)
+        RESPCommand.append(header: arguments, toTerminated: &terminated)
         ends.append(terminated.count - 1)
     }
 
@@ -676,13 +685,6 @@ public struct RESPBatch {
         added += 1
         RESPCommand.append(argument: b, toTerminated: &terminated)
         ends[ends.count - 1] = terminated.count - 1
-    }
-
-    public mutating func add(_ a: [UInt8]) { a.withUnsafeBufferPointer { add($0) } }
-
-    public mutating func add(_ s: String) {
-        var t = s
-        t.withUTF8 { add($0) }
     }
 }
 

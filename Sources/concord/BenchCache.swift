@@ -58,7 +58,7 @@ struct BenchCache: ParsableCommand {
                        framing: .http, request: { conn, seq in hitRequests[Int(seq &+ UInt64(conn)) % keyCount][conn % targets.count] }, validate: httpOK)
         }
         do {
-            let setup = try BlockingRESP(url: redisURL)
+            let setup = try HiredisSync(url: redisURL)
             let raw = value.serialized()
             for i in 0..<keyCount { _ = try setup.call(["SET", "concord:bench:\(runID):get:\(i)", raw]) }
             let getRequests = (0..<keyCount).map { LoadDriver.resp(["GET", "concord:bench:\(runID):get:\($0)"]) }

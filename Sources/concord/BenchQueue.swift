@@ -57,7 +57,7 @@ struct BenchQueue: ParsableCommand {
         printResults(results, ratios: ratios, json: opts.json, extra: [("unit", .string("messages produced+consumed+acked per second; latency per iteration (produce B, consume B, ack)"))])
         if let redisURL {
             // Leave nothing behind: the baseline's streams.
-            if let c = try? BlockingRESP(url: redisURL) {
+            if let c = try? HiredisSync(url: redisURL) {
                 for batch in batches { _ = try? c.call(["DEL", "concord-bench:\(runID):b\(batch)"]) }
                 // And Concord's bench topics: the API has no topic delete, and a topic left
                 // behind keeps its partitions' timers busy for as long as the cluster runs.
@@ -70,7 +70,7 @@ struct BenchQueue: ParsableCommand {
 
     /// Deletes a bench topic's keys, named by the node's own layout (`QueueKeys`); nodes forget
     /// the topic at their next registry refresh. Bounded: at most 1,000 SCAN rounds.
-    private func removeTopic(_ c: BlockingRESP, cluster: String, topic: String) {
+    private func removeTopic(_ c: HiredisSync, cluster: String, topic: String) {
         let keys = QueueKeys(cluster: cluster)
         _ = try? c.call(["HDEL", keys.topics, topic])
         _ = try? c.call(["DEL", keys.groups(topic: topic)])
@@ -79,11 +79,11 @@ struct BenchQueue: ParsableCommand {
         let pattern = "concord:\(cluster):q:{\(queueKeyEscape(topic)):*"
         var cursor = "0"
         for _ in 0..<1000 {
-            guard case .array(let reply)? = try? c.call(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"]),
-                  let parts = reply, parts.count == 2, case .bulk(let next?) = parts[0], case .array(let found?) = parts[1] else { return }
-            let names = found.compactMap { v -> String? in if case .bulk(let b?) = v { return String(decoding: b, as: UTF8.self) } else { return nil } }
+            guard let parts = (try? c.call(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"]))?.array, parts.count == 2,
+                  let next = parts[0].string, let found = parts[1].array else { return }
+            let names = found.compactMap(\.string)
             if !names.isEmpty { _ = try? c.call(["DEL"] + names) }
-            cursor = String(decoding: next, as: UTF8.self)
+            cursor = next
             if cursor == "0" { return }
         }
     }
@@ -131,7 +131,7 @@ struct BenchQueue: ParsableCommand {
     /// Raw Redis Streams with the same thread model: one blocking hiredis connection per thread.
     private func streamsRun(_ opts: BenchOptions, batch: Int, body: String, url: RedisURL, stream: String, seconds: Double) -> BenchResult {
         let messages = MessageCounter()
-        if let c = try? BlockingRESP(url: url) {
+        if let c = try? HiredisSync(url: url) {
             _ = try? c.call(["XGROUP", "CREATE", stream, "bench", "$", "MKSTREAM"])
         }
         let add: [[UInt8]] = [Array("XADD".utf8), Array(stream.utf8), [0x2A], Array("body".utf8), Array(body.utf8)]
@@ -216,127 +216,4 @@ final class MessageCounter: @unchecked Sendable {
     private var count = 0
     func add(_ n: Int) { lock.lock(); count += n; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
-}
-
-// MARK: - A tiny blocking RESP2 client (the baseline's; one per thread)
-
-enum RESPValue {
-    case simple(String)
-    case error(String)
-    case integer(Int64)
-    case bulk([UInt8]?)
-    case array([RESPValue]?)
-
-    var isError: Bool { if case .error = self { return true } else { return false } }
-}
-
-final class BlockingRESP {
-    private var fd: Int32 = -1
-    private var buffer: [UInt8] = []
-    private var position = 0
-
-    init(url: RedisURL, timeoutMs: Int = 5000) throws {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var info: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(url.host, String(url.port), &hints, &info) == 0, let ai = info else { throw RuntimeError("cannot resolve \(url.host)") }
-        defer { freeaddrinfo(info) }
-        let s = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
-        guard s >= 0 else { throw RuntimeError("socket failed") }
-        var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var one: Int32 = 1
-        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard connect(s, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else {
-            close(s)
-            throw RuntimeError("cannot connect to redis at \(url.host):\(url.port)")
-        }
-        fd = s
-        if let password = url.password {
-            let auth = try call(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
-            if case .error(let e) = auth { throw RuntimeError("AUTH failed: \(e)") }
-        }
-        if url.db != 0 { _ = try call(["SELECT", String(url.db)]) }
-    }
-
-    deinit { if fd >= 0 { close(fd) } }
-
-    func call(_ args: [String]) throws -> RESPValue { try command(args.map { Array($0.utf8) }) }
-
-    func command(_ args: [[UInt8]]) throws -> RESPValue { try pipeline([args])[0] }
-
-    /// Writes every command in one send, then reads one reply per command.
-    func pipeline(_ commands: [[[UInt8]]]) throws -> [RESPValue] {
-        var out: [UInt8] = []
-        out.reserveCapacity(commands.count * 64)
-        for args in commands {
-            out += Array("*\(args.count)\r\n".utf8)
-            for a in args {
-                out += Array("$\(a.count)\r\n".utf8)
-                out += a
-                out += [13, 10]
-            }
-        }
-        var sent = 0
-        while sent < out.count {
-            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw RuntimeError("redis send failed") }
-            sent += n
-        }
-        var replies: [RESPValue] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands { replies.append(try readValue(depth: 0)) }
-        if position == buffer.count { buffer.removeAll(keepingCapacity: true); position = 0 }
-        return replies
-    }
-
-    private func fill() throws {
-        if position > 0 && position == buffer.count { buffer.removeAll(keepingCapacity: true); position = 0 }
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard n > 0 else { throw RuntimeError("redis connection closed or timed out") }
-        buffer.append(contentsOf: chunk[0..<n])
-    }
-
-    private func line() throws -> [UInt8] {
-        while true {
-            var i = position
-            while i + 1 < buffer.count {
-                if buffer[i] == 13 && buffer[i + 1] == 10 {
-                    let l = Array(buffer[position..<i])
-                    position = i + 2
-                    return l
-                }
-                i += 1
-            }
-            try fill()
-        }
-    }
-
-    private func readValue(depth: Int) throws -> RESPValue {
-        guard depth < 16 else { throw RuntimeError("reply nested too deep") }
-        let l = try line()
-        guard let kind = l.first else { throw RuntimeError("empty reply line") }
-        let rest = String(decoding: l.dropFirst(), as: UTF8.self)
-        switch kind {
-        case UInt8(ascii: "+"): return .simple(rest)
-        case UInt8(ascii: "-"): return .error(rest)
-        case UInt8(ascii: ":"): return .integer(Int64(rest) ?? 0)
-        case UInt8(ascii: "$"):
-            guard let n = Int(rest), n >= 0 else { return .bulk(nil) }
-            while buffer.count - position < n + 2 { try fill() }
-            let b = Array(buffer[position..<(position + n)])
-            position += n + 2
-            return .bulk(b)
-        case UInt8(ascii: "*"):
-            guard let n = Int(rest), n >= 0 else { return .array(nil) }
-            var items: [RESPValue] = []
-            items.reserveCapacity(n)
-            for _ in 0..<n { items.append(try readValue(depth: depth + 1)) }
-            return .array(items)
-        default:
-            throw RuntimeError("unknown reply type")
-        }
-    }
 }

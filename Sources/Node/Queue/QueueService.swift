@@ -880,9 +880,8 @@ public final class QueueService: NodeService {
         // else (the script's own short form among it) is simply not found.
         let routes = input.receipts.map { isDeliveredReceipt($0) ? receiptPartition($0, partitions: partitions) : nil }
         var byPartition: [Int: [String]] = [:]
-        var unrouted = 0
         for (r, route) in zip(input.receipts, routes) {
-            if let p = route { byPartition[p, default: []].append(r) } else { unrouted += 1 }
+            if let p = route { byPartition[p, default: []].append(r) }
         }
         var acked = 0
         var notFoundByPartition: [Int: [String]] = [:]
@@ -892,23 +891,17 @@ public final class QueueService: NodeService {
             guard let self else { return }
             if acked > 0 { self.metrics.increment("concord_queue_acked_total", [("topic", input.topic)], by: acked) }
             if let failure { request.fail(failure); return }
-            if unrouted == 0 && notFoundByPartition.values.allSatisfy(\.isEmpty) {
-                // The usual answer: every receipt acked.
-                var out: [UInt8] = []
-                JSONBytes.appendLiteral("{\"acked\":", into: &out)
-                JSONBytes.appendInt(Int64(acked), into: &out)
-                JSONBytes.appendLiteral(",\"not_found\":[]}", into: &out)
-                request.respond(200, bytes: out, contentType: "application/json", headers: [])
-                return
-            }
-            // not_found in argument order: each partition's list is a subsequence of its receipts.
-            var cursor: [Int: Int] = [:]
+            // not_found in argument order: each partition's list is a subsequence of its receipts
+            // (the usual answer, every receipt acked, needs no walk).
             var notFound: [JSONValue] = []
-            for (r, route) in zip(input.receipts, routes) {
-                guard let p = route else { notFound.append(.string(r)); continue }
-                let list = notFoundByPartition[p] ?? []
-                let c = cursor[p, default: 0]
-                if c < list.count && list[c] == r { notFound.append(.string(r)); cursor[p] = c + 1 }
+            if routes.contains(nil) || notFoundByPartition.values.contains(where: { !$0.isEmpty }) {
+                var cursor: [Int: Int] = [:]
+                for (r, route) in zip(input.receipts, routes) {
+                    guard let p = route else { notFound.append(.string(r)); continue }
+                    let list = notFoundByPartition[p] ?? []
+                    let c = cursor[p, default: 0]
+                    if c < list.count && list[c] == r { notFound.append(.string(r)); cursor[p] = c + 1 }
+                }
             }
             request.respond(200, .object([("acked", .int(acked)), ("not_found", .array(notFound))]))
         }
